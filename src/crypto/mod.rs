@@ -1,0 +1,29 @@
+//! Keys, passphrases, key derivation and authenticated encryption for kmsfs.
+//!
+//! Everything that touches key bytes lives here so that the rest of the crate only
+//! handles redacted, self-zeroizing types.
+
+mod aead;
+mod hierarchy;
+mod kdf;
+mod keyfile;
+mod secret;
+
+pub use aead::{open, seal, SEAL_OVERHEAD};
+pub use hierarchy::{Hmk, KeyId, Kpk};
+pub use kdf::KdfParams;
+pub use keyfile::{decode_key_file, encode_key_file, KeyFileKind};
+pub use secret::{KeyMaterial, Passphrase, SecretKey32};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("authentication failed: the data was altered or the key is wrong")]
+    Authentication,
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+    /// Says what is wrong with a key file's bytes; the caller prefixes the file name.
+    #[error("{0}")]
+    KeyFile(String),
+    #[error("ciphertext is too short")]
+    Truncated,
+}

@@ -1,0 +1,546 @@
+//! The keystore core: key groups, key records, the lifecycle and its invariants.
+//! No I/O and no FUSE here, so that the contract's rules can be tested in microseconds.
+
+mod change;
+mod error;
+mod model;
+mod names;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use change::{Change, MAX_DESCRIPTION_BYTES};
+pub use error::KeystoreError;
+pub use model::{KeyGroup, KeyRecord, WrappedKey};
+pub use names::{Cipher, GroupTag, KeyTag, Name, Timestamp, MAX_NAME_BYTES};
+pub use state::{State, UnknownState};
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// What an accepted change did. Repeating a write (the same state, name or description)
+/// is accepted and changes nothing, so scripts may repeat themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Changed,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Keystore {
+    groups: HashMap<GroupTag, KeyGroup>,
+    group_names: HashMap<Name, GroupTag>,
+    groups_by_serial: BTreeMap<u64, GroupTag>,
+    records: HashMap<KeyTag, KeyRecord>,
+    next_serial: u64,
+}
+
+/// The whole keystore as plain data, for compaction and for import/export.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub next_serial: u64,
+    pub groups: Vec<KeyGroup>,
+    pub records: Vec<KeyRecord>,
+}
+
+impl Keystore {
+    pub fn new() -> Keystore {
+        Keystore {
+            next_serial: 1,
+            ..Default::default()
+        }
+    }
+
+    // ---- queries -------------------------------------------------------------------------
+
+    pub fn group(&self, tag: &GroupTag) -> Option<&KeyGroup> {
+        self.groups.get(tag)
+    }
+
+    pub fn group_by_name(&self, name: &str) -> Option<&KeyGroup> {
+        self.group_names.get(name).and_then(|t| self.groups.get(t))
+    }
+
+    /// Groups in creation order, starting after `after_serial` (exclusive).
+    pub fn groups_after(&self, after_serial: u64) -> impl Iterator<Item = &KeyGroup> {
+        self.groups_by_serial
+            .range(after_serial.saturating_add(1)..)
+            .filter_map(|(_, t)| self.groups.get(t))
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &KeyGroup> {
+        self.groups_after(0)
+    }
+
+    pub fn record(&self, tag: &KeyTag) -> Option<&KeyRecord> {
+        self.records.get(tag)
+    }
+
+    pub fn record_in(&self, group: &GroupTag, name: &str) -> Option<&KeyRecord> {
+        self.groups
+            .get(group)
+            .and_then(|g| g.record_by_name(name))
+            .and_then(|t| self.records.get(t))
+    }
+
+    /// Records of a group in creation order, starting after `after_serial` (exclusive).
+    pub fn records_of(
+        &self,
+        group: &GroupTag,
+        after_serial: u64,
+    ) -> impl Iterator<Item = &KeyRecord> {
+        self.groups
+            .get(group)
+            .into_iter()
+            .flat_map(move |g| g.records_after(after_serial))
+            .filter_map(|(_, t)| self.records.get(t))
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.records.values()
+    }
+
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    // ---- changes -------------------------------------------------------------------------
+
+    /// Decides whether `change` would be accepted, without changing anything. Callers make an
+    /// accepted change durable between `check` and `apply`, so that memory never runs ahead
+    /// of the disk.
+    pub fn check(&self, change: &Change) -> Result<Outcome, KeystoreError> {
+        use Outcome::*;
+        match change {
+            Change::CreateGroup {
+                tag,
+                name,
+                description,
+                ..
+            } => {
+                check_description(description)?;
+                if self.groups.contains_key(tag) {
+                    return Err(KeystoreError::TagTaken(tag.to_string()));
+                }
+                if self.group_names.contains_key(name) {
+                    return Err(KeystoreError::GroupNameTaken(name.to_string()));
+                }
+                Ok(Changed)
+            }
+            Change::RenameGroup { tag, name, .. } => {
+                let g = self.group_or_err(tag)?;
+                if &g.name == name {
+                    return Ok(Unchanged);
+                }
+                if self.group_names.contains_key(name) {
+                    return Err(KeystoreError::GroupNameTaken(name.to_string()));
+                }
+                Ok(Changed)
+            }
+            Change::DescribeGroup {
+                tag, description, ..
+            } => {
+                check_description(description)?;
+                let g = self.group_or_err(tag)?;
+                Ok(if &g.description == description {
+                    Unchanged
+                } else {
+                    Changed
+                })
+            }
+            Change::SetGroupCipher { tag, cipher, .. } => {
+                let g = self.group_or_err(tag)?;
+                if g.cipher == *cipher {
+                    Ok(Unchanged)
+                } else if g.record_count() > 0 {
+                    Err(KeystoreError::CipherLocked(g.name.to_string()))
+                } else {
+                    Ok(Changed)
+                }
+            }
+            Change::DeleteGroup { tag } => {
+                let g = self.group_or_err(tag)?;
+                if g.record_count() > 0 {
+                    return Err(KeystoreError::GroupNotEmpty {
+                        name: g.name.to_string(),
+                        records: g.record_count(),
+                    });
+                }
+                Ok(Changed)
+            }
+            Change::CreateRecord {
+                tag,
+                group,
+                name,
+                state,
+                description,
+                key_len,
+                ..
+            } => {
+                check_description(description)?;
+                let g = self.group_or_err(group)?;
+                if self.records.contains_key(tag) {
+                    return Err(KeystoreError::TagTaken(tag.to_string()));
+                }
+                if g.record_by_name(name.as_str()).is_some() {
+                    return Err(KeystoreError::RecordNameTaken {
+                        group: g.name.to_string(),
+                        name: name.to_string(),
+                    });
+                }
+                if !state.may_be_created_in() {
+                    return Err(KeystoreError::CreationStateRefused(*state));
+                }
+                if *key_len != g.cipher.key_len() {
+                    return Err(KeystoreError::KeyLengthMismatch {
+                        len: *key_len,
+                        cipher: g.cipher.as_str(),
+                        expected: g.cipher.key_len(),
+                    });
+                }
+                Ok(Changed)
+            }
+            Change::RenameRecord { tag, name, .. } => {
+                let r = self.record_or_err(tag)?;
+                if &r.name == name {
+                    return Ok(Unchanged);
+                }
+                let g = self.group_or_err(&r.group)?;
+                if g.record_by_name(name.as_str()).is_some() {
+                    return Err(KeystoreError::RecordNameTaken {
+                        group: g.name.to_string(),
+                        name: name.to_string(),
+                    });
+                }
+                Ok(Changed)
+            }
+            Change::DescribeRecord {
+                tag, description, ..
+            } => {
+                check_description(description)?;
+                let r = self.record_or_err(tag)?;
+                Ok(if &r.description == description {
+                    Unchanged
+                } else {
+                    Changed
+                })
+            }
+            Change::SetState { tag, state, .. } => {
+                let r = self.record_or_err(tag)?;
+                if r.state == *state {
+                    Ok(Unchanged)
+                } else if r.state.may_move_to(*state) {
+                    Ok(Changed)
+                } else {
+                    Err(KeystoreError::TransitionRefused {
+                        name: r.name.to_string(),
+                        from: r.state,
+                        to: *state,
+                    })
+                }
+            }
+            Change::DeleteRecord { tag } => {
+                let r = self.record_or_err(tag)?;
+                if r.state.may_be_deleted() {
+                    Ok(Changed)
+                } else {
+                    Err(KeystoreError::DeleteRefused {
+                        name: r.name.to_string(),
+                        state: r.state,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Checks and applies `change` as one step: either all of it happens or nothing does.
+    pub fn apply(&mut self, change: &Change) -> Result<Outcome, KeystoreError> {
+        let outcome = self.check(change)?;
+        if outcome == Outcome::Changed {
+            self.mutate(change);
+        }
+        Ok(outcome)
+    }
+
+    /// Performs a change that `check` accepted. Nothing here may fail.
+    fn mutate(&mut self, change: &Change) {
+        match change.clone() {
+            Change::CreateGroup {
+                tag,
+                name,
+                cipher,
+                description,
+                at,
+            } => {
+                let serial = self.take_serial();
+                self.group_names.insert(name.clone(), tag.clone());
+                self.groups_by_serial.insert(serial, tag.clone());
+                self.groups.insert(
+                    tag.clone(),
+                    KeyGroup {
+                        tag,
+                        name,
+                        cipher,
+                        description,
+                        created: at,
+                        modified: at,
+                        serial,
+                        members: Default::default(),
+                    },
+                );
+            }
+            Change::RenameGroup { tag, name, at } => {
+                let g = self.groups.get_mut(&tag).expect("checked");
+                self.group_names.remove(&g.name);
+                self.group_names.insert(name.clone(), tag.clone());
+                g.name = name;
+                g.modified = at;
+            }
+            Change::DescribeGroup {
+                tag,
+                description,
+                at,
+            } => {
+                let g = self.groups.get_mut(&tag).expect("checked");
+                g.description = description;
+                g.modified = at;
+            }
+            Change::SetGroupCipher { tag, cipher, at } => {
+                let g = self.groups.get_mut(&tag).expect("checked");
+                g.cipher = cipher;
+                g.modified = at;
+            }
+            Change::DeleteGroup { tag } => {
+                let g = self.groups.remove(&tag).expect("checked");
+                self.group_names.remove(&g.name);
+                self.groups_by_serial.remove(&g.serial);
+            }
+            Change::CreateRecord {
+                tag,
+                group,
+                name,
+                state,
+                description,
+                wrapped_key,
+                derivation,
+                at,
+                key_len: _,
+            } => {
+                let serial = self.take_serial();
+                if state == State::Active {
+                    self.demote_active(&group, at);
+                }
+                let g = self.groups.get_mut(&group).expect("checked");
+                g.members.by_name.insert(name.clone(), tag.clone());
+                g.members.by_serial.insert(serial, tag.clone());
+                if state == State::Active {
+                    g.members.active = Some(tag.clone());
+                }
+                g.modified = at;
+                self.records.insert(
+                    tag.clone(),
+                    KeyRecord {
+                        tag,
+                        group,
+                        name,
+                        state,
+                        description,
+                        created: at,
+                        modified: at,
+                        serial,
+                        wrapped_key,
+                        derivation,
+                    },
+                );
+            }
+            Change::RenameRecord { tag, name, at } => {
+                let r = self.records.get_mut(&tag).expect("checked");
+                let g = self.groups.get_mut(&r.group).expect("checked");
+                g.members.by_name.remove(&r.name);
+                g.members.by_name.insert(name.clone(), tag.clone());
+                r.name = name;
+                r.modified = at;
+            }
+            Change::DescribeRecord {
+                tag,
+                description,
+                at,
+            } => {
+                let r = self.records.get_mut(&tag).expect("checked");
+                r.description = description;
+                r.modified = at;
+            }
+            Change::SetState { tag, state, at } => {
+                let group = self.records[&tag].group.clone();
+                if state == State::Active {
+                    // Activating demotes the current active record in the same step, so no
+                    // reader ever sees two active records or a group without one mid-switch.
+                    self.demote_active(&group, at);
+                }
+                let r = self.records.get_mut(&tag).expect("checked");
+                let was_active = r.state == State::Active;
+                r.state = state;
+                r.modified = at;
+                let g = self.groups.get_mut(&group).expect("checked");
+                if state == State::Active {
+                    g.members.active = Some(tag);
+                    g.modified = at;
+                } else if was_active {
+                    g.members.active = None;
+                    g.modified = at;
+                }
+            }
+            Change::DeleteRecord { tag } => {
+                let r = self.records.remove(&tag).expect("checked");
+                if let Some(g) = self.groups.get_mut(&r.group) {
+                    g.members.by_name.remove(&r.name);
+                    g.members.by_serial.remove(&r.serial);
+                }
+            }
+        }
+    }
+
+    fn demote_active(&mut self, group: &GroupTag, at: Timestamp) {
+        let Some(g) = self.groups.get_mut(group) else {
+            return;
+        };
+        if let Some(current) = g.members.active.take() {
+            if let Some(r) = self.records.get_mut(&current) {
+                r.state = State::Inactive;
+                r.modified = at;
+            }
+        }
+    }
+
+    fn take_serial(&mut self) -> u64 {
+        let s = self.next_serial;
+        self.next_serial += 1;
+        s
+    }
+
+    fn group_or_err(&self, tag: &GroupTag) -> Result<&KeyGroup, KeystoreError> {
+        self.groups
+            .get(tag)
+            .ok_or_else(|| KeystoreError::NoSuchGroup(tag.to_string()))
+    }
+
+    fn record_or_err(&self, tag: &KeyTag) -> Result<&KeyRecord, KeystoreError> {
+        self.records
+            .get(tag)
+            .ok_or_else(|| KeystoreError::NoSuchRecord(tag.to_string()))
+    }
+
+    // ---- snapshots and invariants ----------------------------------------------------------
+
+    pub fn to_snapshot(&self) -> Snapshot {
+        let mut groups: Vec<KeyGroup> = self.groups.values().cloned().collect();
+        groups.sort_by_key(|g| g.serial);
+        let mut records: Vec<KeyRecord> = self.records.values().cloned().collect();
+        records.sort_by_key(|r| r.serial);
+        Snapshot {
+            next_serial: self.next_serial,
+            groups,
+            records,
+        }
+    }
+
+    /// Rebuilds a keystore from a snapshot, refusing one that breaks an invariant.
+    pub fn from_snapshot(snapshot: Snapshot) -> Result<Keystore, String> {
+        let mut ks = Keystore {
+            next_serial: snapshot.next_serial,
+            ..Default::default()
+        };
+        for mut g in snapshot.groups {
+            g.members = Default::default();
+            ks.group_names.insert(g.name.clone(), g.tag.clone());
+            ks.groups_by_serial.insert(g.serial, g.tag.clone());
+            if ks.groups.insert(g.tag.clone(), g).is_some() {
+                return Err("two groups share a tag".into());
+            }
+        }
+        for r in snapshot.records {
+            let g = ks
+                .groups
+                .get_mut(&r.group)
+                .ok_or_else(|| format!("record {} belongs to no group", r.tag))?;
+            g.members.by_name.insert(r.name.clone(), r.tag.clone());
+            g.members.by_serial.insert(r.serial, r.tag.clone());
+            if r.state == State::Active {
+                if g.members.active.is_some() {
+                    return Err(format!("group {} has two active records", g.name));
+                }
+                g.members.active = Some(r.tag.clone());
+            }
+            if ks.records.insert(r.tag.clone(), r).is_some() {
+                return Err("two records share a tag".into());
+            }
+        }
+        ks.check_invariants()?;
+        Ok(ks)
+    }
+
+    /// The invariants of the contract, checked from scratch (for `verify` and tests).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        if self.group_names.len() != self.groups.len()
+            || self.groups_by_serial.len() != self.groups.len()
+        {
+            return Err("group names are not unique".into());
+        }
+        let mut member_total = 0;
+        for g in self.groups.values() {
+            if self.group_names.get(&g.name) != Some(&g.tag) {
+                return Err(format!("group {} is not indexed by its name", g.tag));
+            }
+            if g.serial >= self.next_serial {
+                return Err(format!("group {} has a serial from the future", g.name));
+            }
+            if g.members.by_name.len() != g.members.by_serial.len() {
+                return Err(format!("record names in group {} are not unique", g.name));
+            }
+            let mut active = 0;
+            for t in g.members.by_serial.values() {
+                let r = self
+                    .records
+                    .get(t)
+                    .ok_or_else(|| format!("group {} lists a missing record", g.name))?;
+                if r.group != g.tag || g.members.by_name.get(&r.name) != Some(t) {
+                    return Err(format!("record {} is indexed wrongly", r.tag));
+                }
+                if r.serial >= self.next_serial {
+                    return Err(format!("record {} has a serial from the future", r.name));
+                }
+                if r.state == State::Active {
+                    active += 1;
+                    if g.members.active.as_ref() != Some(t) {
+                        return Err(format!("group {} lost track of its active record", g.name));
+                    }
+                }
+            }
+            if active > 1 {
+                return Err(format!("group {} has {active} active records", g.name));
+            }
+            if active == 0 && g.members.active.is_some() {
+                return Err(format!("group {} points at an inactive record", g.name));
+            }
+            member_total += g.members.by_serial.len();
+        }
+        if member_total != self.records.len() {
+            return Err("some records belong to no group".into());
+        }
+        Ok(())
+    }
+}
+
+fn check_description(d: &str) -> Result<(), KeystoreError> {
+    if d.len() > MAX_DESCRIPTION_BYTES {
+        return Err(KeystoreError::DescriptionTooLong {
+            len: d.len(),
+            max: MAX_DESCRIPTION_BYTES,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The layout of KMS_DATA: a plain, self-checking header, then a log of frames, each sealed
+//! under the HMK. The first frame is a snapshot of the whole keystore; every later frame is
+//! one change. Appending a frame costs the same however large the keystore is; compaction
+//! (rewriting the file as one snapshot) keeps the log from growing without bound.
+//!
+//! ```text
+//! header: "KMSFS-DATA\n" | format u16 LE | json length u32 LE | header json | SHA-256 of all before
+//! frame:  length u32 LE | !length u32 LE | seq u64 LE | sealed payload (nonce | ciphertext | tag)
+//! ```
+//! Every frame's associated data is the header's digest and the frame's sequence number, so
+//! an altered header, a reordered, dropped-from-the-middle or transplanted frame fails to open.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::crypto::{Hmk, KdfParams, KeyId};
+use crate::keystore::{Change, Keystore, Snapshot, Timestamp};
+
+pub const DATA_FILE: &str = "KMS_DATA";
+const MAGIC: &[u8; 11] = b"KMSFS-DATA\n";
+/// Later versions must keep reading every earlier format (see tests/golden).
+pub const FORMAT_VERSION: u16 = 1;
+const FRAME_PREFIX: usize = 16;
+/// Far above any real frame (a snapshot of 100,000 records is about 50 MB); a larger length
+/// can only be damage.
+const MAX_FRAME: u32 = 1 << 30;
+
+/// The plain part of KMS_DATA: what is needed to find or rebuild the keys, and nothing secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Random, new at each rewrite, so frames cannot be moved between two versions of the file.
+    pub file_id: String,
+    pub hmk_id: KeyId,
+    pub kpk_id: KeyId,
+    /// Present when the HMK is derived from a passphrase: what rebuilds it.
+    pub hmk_kdf: Option<KdfParams>,
+    pub kpk_kdf: Option<KdfParams>,
+    pub created: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "frame", rename_all = "snake_case")]
+enum Payload {
+    Snapshot { snapshot: Snapshot },
+    Change { change: Change },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedHeader {
+    pub header: Header,
+    pub format_version: u16,
+    pub digest: [u8; 32],
+    pub len: usize,
+}
+
+/// What a well-formed file holds.
+pub struct Loaded {
+    pub parsed: ParsedHeader,
+    pub keystore: Keystore,
+    /// Frames in the file, the snapshot included; the next frame's sequence number.
+    pub frames: u64,
+    /// Bytes up to the end of the last whole frame.
+    pub valid_len: u64,
+    /// Bytes after that: the remains of a write a crash interrupted.
+    pub torn_tail: u64,
+}
+
+pub fn encode_header(h: &Header) -> (Vec<u8>, [u8; 32]) {
+    let json = serde_json::to_vec(h).expect("header serialises");
+    let mut out = Vec::with_capacity(MAGIC.len() + 6 + json.len() + 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    let digest: [u8; 32] = Sha256::digest(&out).into();
+    out.extend_from_slice(&digest);
+    (out, digest)
+}
+
+/// Reads the header alone; needs no key (for `regenerate`, and to say which key file is wrong).
+pub fn decode_header(bytes: &[u8]) -> Result<ParsedHeader, String> {
+    if bytes.len() < MAGIC.len() + 6 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err("not a kmsfs data file (bad magic)".into());
+    }
+    let mut at = MAGIC.len();
+    let version = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    at += 2;
+    let json_len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    at += 4;
+    let end = at
+        .checked_add(json_len)
+        .and_then(|e| e.checked_add(32))
+        .filter(|e| *e <= bytes.len())
+        .ok_or("header is truncated or its length field is damaged")?;
+    let body_end = end - 32;
+    let digest: [u8; 32] = Sha256::digest(&bytes[..body_end]).into();
+    if digest[..] != bytes[body_end..end] {
+        return Err("header checksum mismatch: the header was altered or damaged".into());
+    }
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(format!(
+            "format version {version} is not supported by this kmsfs (it reads 1 to {FORMAT_VERSION})"
+        ));
+    }
+    let header: Header = serde_json::from_slice(&bytes[at..body_end])
+        .map_err(|e| format!("header is not readable: {e}"))?;
+    Ok(ParsedHeader {
+        header,
+        format_version: version,
+        digest,
+        len: end,
+    })
+}
+
+fn aad(digest: &[u8; 32], seq: u64) -> [u8; 40] {
+    let mut a = [0u8; 40];
+    a[..32].copy_from_slice(digest);
+    a[32..].copy_from_slice(&seq.to_le_bytes());
+    a
+}
+
+fn encode_frame(hmk: &Hmk, digest: &[u8; 32], seq: u64, payload: &Payload) -> Vec<u8> {
+    let plain = zeroize::Zeroizing::new(serde_json::to_vec(payload).expect("payload serialises"));
+    let sealed = hmk.seal(&plain, &aad(digest, seq));
+    let len = sealed.len() as u32;
+    let mut out = Vec::with_capacity(FRAME_PREFIX + sealed.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&sealed);
+    out
+}
+
+pub fn encode_change(hmk: &Hmk, digest: &[u8; 32], seq: u64, change: &Change) -> Vec<u8> {
+    encode_frame(
+        hmk,
+        digest,
+        seq,
+        &Payload::Change {
+            change: change.clone(),
+        },
+    )
+}
+
+/// A whole file holding `ks` as one snapshot frame.
+pub fn encode_file(hmk: &Hmk, header: &Header, ks: &Keystore) -> Vec<u8> {
+    let (mut out, digest) = encode_header(header);
+    let frame = encode_frame(
+        hmk,
+        &digest,
+        0,
+        &Payload::Snapshot {
+            snapshot: ks.to_snapshot(),
+        },
+    );
+    out.extend_from_slice(&frame);
+    out
+}
+
+/// Authenticates and replays the whole file. A frame cut short at the very end is what a
+/// crash during an append leaves: it is reported as `torn_tail`, never applied. Any complete
+/// frame that fails to open, any gap in the sequence, is damage.
+pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
+    let parsed = decode_header(bytes)?;
+    let mut at = parsed.len;
+    let mut seq = 0u64;
+    let mut keystore: Option<Keystore> = None;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if rest.len() < FRAME_PREFIX {
+            break;
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
+        let check = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if check != !len || len > MAX_FRAME {
+            return Err(format!("frame {seq} at byte {at}: damaged length field"));
+        }
+        let stored_seq = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
+        let end = FRAME_PREFIX + len as usize;
+        if rest.len() < end {
+            break;
+        }
+        if stored_seq != seq {
+            return Err(format!(
+                "frame at byte {at} has sequence {stored_seq}, expected {seq}: frames were reordered or removed"
+            ));
+        }
+        let plain = hmk
+            .open(&rest[FRAME_PREFIX..end], &aad(&parsed.digest, seq))
+            .map_err(|_| {
+                format!("frame {seq} at byte {at} fails authentication: the file was altered or damaged")
+            })?;
+        let payload: Payload = serde_json::from_slice(&plain)
+            .map_err(|e| format!("frame {seq} is not readable: {e}"))?;
+        match (payload, keystore.as_mut()) {
+            (Payload::Snapshot { snapshot }, None) => {
+                keystore = Some(
+                    Keystore::from_snapshot(snapshot)
+                        .map_err(|e| format!("snapshot breaks an invariant: {e}"))?,
+                );
+            }
+            (Payload::Change { change }, Some(ks)) => {
+                ks.apply(&change)
+                    .map_err(|e| format!("frame {seq} does not apply: {e}"))?;
+            }
+            (Payload::Snapshot { .. }, Some(_)) => {
+                return Err(format!("frame {seq}: a snapshot in the middle of the log"));
+            }
+            (Payload::Change { .. }, None) => {
+                return Err("the log does not start with a snapshot".into());
+            }
+        }
+        at += end;
+        seq += 1;
+    }
+    let keystore = keystore.ok_or("the file holds no snapshot frame (truncated?)")?;
+    Ok(Loaded {
+        parsed,
+        keystore,
+        frames: seq,
+        valid_len: at as u64,
+        torn_tail: (bytes.len() - at) as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Kpk;
+    use crate::keystore::{Cipher, GroupTag, Name};
+
+    fn header(hmk: &Hmk) -> Header {
+        Header {
+            file_id: "00".repeat(16),
+            hmk_id: hmk.id(),
+            kpk_id: Kpk::random().id(),
+            hmk_kdf: None,
+            kpk_kdf: None,
+            created: Timestamp(1),
+        }
+    }
+
+    fn create_group(name: &str) -> Change {
+        Change::CreateGroup {
+            tag: GroupTag::random(),
+            name: Name::parse(name).unwrap(),
+            cipher: Cipher::Aes256,
+            description: "secret words".into(),
+            at: Timestamp(2),
+        }
+    }
+
+    fn sample(hmk: &Hmk) -> Vec<u8> {
+        let h = header(hmk);
+        let mut bytes = encode_file(hmk, &h, &Keystore::new());
+        let digest = decode_header(&bytes).unwrap().digest;
+        for (seq, name) in ["a", "b", "c"].iter().enumerate() {
+            bytes.extend(encode_change(
+                hmk,
+                &digest,
+                seq as u64 + 1,
+                &create_group(name),
+            ));
+        }
+        bytes
+    }
+
+    #[test]
+    fn round_trip() {
+        let hmk = Hmk::random();
+        let loaded = decode_file(&hmk, &sample(&hmk)).unwrap();
+        assert_eq!(loaded.keystore.group_count(), 3);
+        assert_eq!(loaded.frames, 4);
+        assert_eq!(loaded.torn_tail, 0);
+    }
+
+    #[test]
+    fn every_byte_is_protected() {
+        let hmk = Hmk::random();
+        let bytes = sample(&hmk);
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            match decode_file(&hmk, &b) {
+                Err(_) => {}
+                Ok(l) => panic!(
+                    "flip at byte {i} of {} went unnoticed (torn tail {})",
+                    bytes.len(),
+                    l.torn_tail
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_off_last_frame_is_a_torn_tail() {
+        let hmk = Hmk::random();
+        let bytes = sample(&hmk);
+        let whole = decode_file(&hmk, &bytes).unwrap();
+        for cut in 1..40 {
+            let l = decode_file(&hmk, &bytes[..bytes.len() - cut]).unwrap();
+            assert_eq!(l.keystore.group_count(), 2);
+            assert_eq!(l.valid_len + l.torn_tail, whole.valid_len - cut as u64);
+        }
+    }
+
+    #[test]
+    fn wrong_key_fails() {
+        let hmk = Hmk::random();
+        assert!(decode_file(&Hmk::random(), &sample(&hmk)).is_err());
+    }
+
+    #[test]
+    fn nothing_secret_in_plaintext() {
+        let hmk = Hmk::random();
+        let bytes = sample(&hmk);
+        let hay = String::from_utf8_lossy(&bytes);
+        assert!(!hay.contains("secret words"));
+    }
+}

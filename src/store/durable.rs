@@ -1,0 +1,35 @@
+//! Small helpers that make writes durable: nothing is acknowledged before it is on disk.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Replaces (or creates) `dir/name` with `bytes` so that a crash leaves either the old file or
+/// the new one, never a mixture: write a temporary file, fsync it, rename it over, fsync the
+/// directory so the rename itself survives.
+pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Sets a file's mode and makes the change durable (a frozen backup set must stay read-only
+/// even if the machine crashes right after the freeze).
+pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    File::open(path)?.sync_all()
+}
