@@ -1,1 +1,36 @@
-fn main() {}
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use kmsfs::cli;
+
+/// A key management service mounted as a file system.
+#[derive(Parser, Debug)]
+#[command(name = "kmsfs", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create an empty keystore (KMS_DATA, KMS_HMKF, KMS_KPKF); never overwrites one.
+    Init(cli::InitArgs),
+    /// Check a data directory offline: exit 0 only if everything authenticates.
+    Verify(cli::VerifyArgs),
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Cli::parse();
+    let result = match &args.command {
+        Command::Init(a) => cli::run_init(a),
+        Command::Verify(a) => cli::run_verify(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kmsfs: {}", e.0);
+            ExitCode::FAILURE
+        }
+    }
+}

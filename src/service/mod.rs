@@ -1,0 +1,367 @@
+//! The keystore service: the core, its storage and its keys behind one lock, as the mount and
+//! the command line use them. Every change is checked, made durable, then applied, all under
+//! the write lock, so readers see either the state before a change or after it.
+
+mod create;
+mod error;
+mod quiesce;
+mod status;
+
+pub use create::NewRecord;
+pub use error::KmsError;
+pub use quiesce::{Command as QuiesceCommand, MAX_LEASE};
+pub use status::to_json_line;
+
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::{Duration, Instant};
+
+use crate::crypto::{KdfParams, KeyMaterial, Kpk};
+use crate::keystore::{
+    Change, Cipher, GroupTag, KeyTag, Keystore, Name, Outcome, State, Timestamp, WrappedKey,
+};
+use crate::store::{Access, Store, FORMAT_VERSION};
+use quiesce::Freeze;
+use status::Status;
+
+struct Inner {
+    ks: Keystore,
+    store: Store,
+    freeze: Freeze,
+}
+
+pub struct Kms {
+    inner: RwLock<Inner>,
+    /// Immutable for the life of the process, so it lives outside the lock.
+    kpk: Kpk,
+    data_dir: PathBuf,
+}
+
+/// A read view of the keystore; hold it briefly (writers wait for it).
+pub struct ReadGuard<'a>(RwLockReadGuard<'a, Inner>);
+
+impl Deref for ReadGuard<'_> {
+    type Target = Keystore;
+    fn deref(&self) -> &Keystore {
+        &self.0.ks
+    }
+}
+
+impl Kms {
+    /// Opens the keystore in `data_dir` for exclusive use by this process.
+    pub fn open(data_dir: &Path) -> Result<Arc<Kms>, KmsError> {
+        let (store, ks, kpk, _report) = Store::open(data_dir, Access::ReadWrite)?;
+        let kms = Arc::new(Kms {
+            inner: RwLock::new(Inner {
+                ks,
+                store,
+                freeze: Freeze::default(),
+            }),
+            kpk,
+            data_dir: data_dir.to_path_buf(),
+        });
+        spawn_lease_timer(Arc::downgrade(&kms));
+        Ok(kms)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn read(&self) -> ReadGuard<'_> {
+        // A panic while holding the lock cannot leave the keystore half-changed (changes are
+        // applied by infallible code after the checks), so a poisoned lock is still sound.
+        ReadGuard(self.inner.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Check, persist, apply. A change that would change nothing succeeds even while frozen.
+    fn commit(&self, change: Change) -> Result<Outcome, KmsError> {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        if inner.ks.check(&change)? == Outcome::Unchanged {
+            return Ok(Outcome::Unchanged);
+        }
+        if inner.freeze.is_frozen() {
+            return Err(KmsError::Quiesced);
+        }
+        inner.store.append(&change)?;
+        let outcome = inner.ks.apply(&change)?;
+        if inner.store.wants_compaction(&inner.ks) {
+            // The change is already durable in the log; a failed compaction only means the
+            // log stays longer until the next attempt.
+            if let Err(e) = inner.store.compact(&inner.ks) {
+                log::error!("compaction of {} failed: {e}", self.data_dir.display());
+            }
+        }
+        Ok(outcome)
+    }
+
+    // ---- groups ------------------------------------------------------------------------------
+
+    pub fn create_group(&self, name: &str) -> Result<GroupTag, KmsError> {
+        let tag = GroupTag::random();
+        self.commit(Change::CreateGroup {
+            tag: tag.clone(),
+            name: Name::parse(name)?,
+            cipher: Cipher::default(),
+            description: String::new(),
+            at: Timestamp::now(),
+        })?;
+        Ok(tag)
+    }
+
+    pub fn rename_group(&self, tag: &GroupTag, new_name: &str) -> Result<(), KmsError> {
+        self.commit(Change::RenameGroup {
+            tag: tag.clone(),
+            name: Name::parse(new_name)?,
+            at: Timestamp::now(),
+        })
+        .map(drop)
+    }
+
+    pub fn delete_group(&self, tag: &GroupTag) -> Result<(), KmsError> {
+        self.commit(Change::DeleteGroup { tag: tag.clone() })
+            .map(drop)
+    }
+
+    pub fn describe_group(&self, tag: &GroupTag, text: &str) -> Result<(), KmsError> {
+        self.commit(Change::DescribeGroup {
+            tag: tag.clone(),
+            description: text.to_string(),
+            at: Timestamp::now(),
+        })
+        .map(drop)
+    }
+
+    pub fn set_group_cipher(&self, tag: &GroupTag, word: &str) -> Result<(), KmsError> {
+        self.commit(Change::SetGroupCipher {
+            tag: tag.clone(),
+            cipher: word.parse()?,
+            at: Timestamp::now(),
+        })
+        .map(drop)
+    }
+
+    // ---- records -----------------------------------------------------------------------------
+
+    pub fn create_record(&self, group: &GroupTag, req: NewRecord) -> Result<KeyTag, KmsError> {
+        let name = Name::parse(&req.name)?;
+        let tag = match &req.tag {
+            Some(t) => KeyTag::parse(t)?,
+            None => KeyTag::random(),
+        };
+        let cipher = self
+            .read()
+            .group(group)
+            .map(|g| g.cipher)
+            .ok_or_else(|| crate::keystore::KeystoreError::NoSuchGroup(group.to_string()))?;
+        // The KDF runs outside the lock: a slow derivation must not stall other requests.
+        let (key, derivation) = match &req.passphrase {
+            None => (KeyMaterial::random(cipher.key_len()), None),
+            Some(pass) => {
+                let params = match &req.salt_hex {
+                    None => KdfParams::with_fresh_salt(),
+                    Some(h) => KdfParams::with_salt(hex::decode(h).map_err(|_| {
+                        KmsError::Invalid(format!("salt {h:?} is not hex"))
+                    })?),
+                };
+                let key = params.derive(pass, cipher.key_len()).map_err(|e| match e {
+                    crate::crypto::CryptoError::Kdf(m) => KmsError::Invalid(m),
+                    other => KmsError::Crypto(other),
+                })?;
+                (key, Some(params))
+            }
+        };
+        self.insert_record(group, tag, name, req.state, req.description, &key, derivation)
+    }
+
+    /// Adds a record holding `key` (wrapped here under the KPK, bound to `tag`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_record(
+        &self,
+        group: &GroupTag,
+        tag: KeyTag,
+        name: Name,
+        state: State,
+        description: String,
+        key: &KeyMaterial,
+        derivation: Option<KdfParams>,
+    ) -> Result<KeyTag, KmsError> {
+        let wrapped = WrappedKey(self.kpk.wrap(key, tag.as_str()));
+        self.commit(Change::CreateRecord {
+            tag: tag.clone(),
+            group: group.clone(),
+            name,
+            state,
+            description,
+            wrapped_key: wrapped,
+            key_len: key.len(),
+            derivation,
+            at: Timestamp::now(),
+        })?;
+        Ok(tag)
+    }
+
+    pub fn rename_record(&self, tag: &KeyTag, new_name: &str) -> Result<(), KmsError> {
+        self.commit(Change::RenameRecord {
+            tag: tag.clone(),
+            name: Name::parse(new_name)?,
+            at: Timestamp::now(),
+        })
+        .map(drop)
+    }
+
+    pub fn describe_record(&self, tag: &KeyTag, text: &str) -> Result<(), KmsError> {
+        self.commit(Change::DescribeRecord {
+            tag: tag.clone(),
+            description: text.to_string(),
+            at: Timestamp::now(),
+        })
+        .map(drop)
+    }
+
+    /// Applies a state word as written to a record's `state` file.
+    pub fn set_state(&self, tag: &KeyTag, word: &str) -> Result<(), KmsError> {
+        let state: State = word
+            .parse()
+            .map_err(|e: crate::keystore::UnknownState| KmsError::Invalid(e.to_string()))?;
+        self.commit(Change::SetState {
+            tag: tag.clone(),
+            state,
+            at: Timestamp::now(),
+        })
+        .map(drop)
+    }
+
+    pub fn delete_record(&self, tag: &KeyTag) -> Result<(), KmsError> {
+        self.commit(Change::DeleteRecord { tag: tag.clone() })
+            .map(drop)
+    }
+
+    /// Refuses unless the record's state allows use of its key (active or inactive).
+    pub fn key_readable(&self, tag: &KeyTag) -> Result<(), KmsError> {
+        let ks = self.read();
+        let r = ks
+            .record(tag)
+            .ok_or_else(|| crate::keystore::KeystoreError::NoSuchRecord(tag.to_string()))?;
+        if r.state.allows_key_use() {
+            Ok(())
+        } else {
+            Err(KmsError::KeyUnavailable {
+                name: r.name.to_string(),
+                state: r.state,
+            })
+        }
+    }
+
+    pub fn read_key(&self, tag: &KeyTag) -> Result<KeyMaterial, KmsError> {
+        self.key_readable(tag)?;
+        self.unwrap_key(tag)
+    }
+
+    /// The plaintext key whatever the state (export, verification); never for the mount.
+    pub fn unwrap_key(&self, tag: &KeyTag) -> Result<KeyMaterial, KmsError> {
+        let wrapped = self
+            .read()
+            .record(tag)
+            .map(|r| r.wrapped_key.clone())
+            .ok_or_else(|| crate::keystore::KeystoreError::NoSuchRecord(tag.to_string()))?;
+        Ok(self.kpk.unwrap(&wrapped.0, tag.as_str())?)
+    }
+
+    // ---- quiesce -----------------------------------------------------------------------------
+
+    pub fn quiesce_command(&self, text: &str) -> Result<(), KmsError> {
+        let cmd = QuiesceCommand::parse(text)?;
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        match cmd {
+            QuiesceCommand::Quiesce { lease } => {
+                if !inner.freeze.is_frozen() {
+                    if let Err(e) = inner.store.freeze() {
+                        let _ = inner.store.thaw();
+                        return Err(e.into());
+                    }
+                }
+                inner.freeze.add(lease, Instant::now(), Timestamp::now());
+                log::info!(
+                    "quiesced ({} hold(s){})",
+                    inner.freeze.status().holds,
+                    lease.map(|l| format!(", lease {} s", l.as_secs())).unwrap_or_default()
+                );
+            }
+            QuiesceCommand::Unquiesce => {
+                inner.freeze.release()?;
+                if !inner.freeze.is_frozen() {
+                    inner.store.thaw()?;
+                    log::info!("unquiesced: changes resume");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets lapsed leases go; called by the timer.
+    fn expire_leases(&self) {
+        let mut inner = self.write();
+        let lapsed = inner.freeze.expire(Instant::now());
+        if lapsed > 0 {
+            log::error!(
+                "{lapsed} quiesce lease(s) lapsed without unquiesce: did a backup job die? {} hold(s) remain",
+                inner.freeze.status().holds
+            );
+            if !inner.freeze.is_frozen() {
+                if let Err(e) = inner.store.thaw() {
+                    log::error!("cannot restore write permission after the lease lapsed: {e}");
+                }
+            }
+        }
+    }
+
+    pub fn is_quiesced(&self) -> bool {
+        self.inner
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .freeze
+            .is_frozen()
+    }
+
+    pub fn quiesce_status_json(&self) -> String {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        to_json_line(&inner.freeze.status())
+    }
+
+    pub fn status_json(&self) -> String {
+        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let header = inner.store.header();
+        to_json_line(&Status {
+            version: env!("CARGO_PKG_VERSION"),
+            format_version: FORMAT_VERSION,
+            data_dir: self.data_dir.display().to_string(),
+            groups: inner.ks.group_count(),
+            records: inner.ks.record_count(),
+            hmk_id: header.hmk_id.to_string(),
+            kpk_id: header.kpk_id.to_string(),
+            quiesced: inner.freeze.is_frozen(),
+        })
+    }
+}
+
+/// Wakes often enough that a lease lapses within a fraction of a second of its time; stops
+/// when the service is dropped.
+fn spawn_lease_timer(kms: Weak<Kms>) {
+    let _ = std::thread::Builder::new()
+        .name("kmsfs-leases".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            match kms.upgrade() {
+                Some(k) => k.expire_leases(),
+                None => return,
+            }
+        });
+}

@@ -1,0 +1,239 @@
+//! The backing files through the library and the `kmsfs init` / `kmsfs verify` commands:
+//! tampering is caught and named, init never overwrites, nothing secret is in plaintext,
+//! and every acknowledged change survives a reopen.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kmsfs::crypto::Passphrase;
+use kmsfs::service::{Kms, NewRecord};
+use kmsfs::store::{self, InitOptions};
+
+fn kmsfs() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kmsfs"));
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+fn fresh_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    (tmp, dir)
+}
+
+const DESCRIPTION: &str = "payroll backups, do not share";
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// A keystore with groups, records in several states and descriptions; returns the keys.
+fn populated(dir: &Path) -> Vec<Vec<u8>> {
+    store::init(dir, InitOptions::default()).unwrap();
+    let kms = Kms::open(dir).unwrap();
+    let g = kms.create_group("pool").unwrap();
+    kms.describe_group(&g, DESCRIPTION).unwrap();
+    let mut keys = Vec::new();
+    for (i, state) in ["active", "prelive"].iter().enumerate() {
+        let mut req = NewRecord::prelive(&format!("k{i}"));
+        req.state = state.parse().unwrap();
+        req.description = DESCRIPTION.into();
+        let t = kms.create_record(&g, req).unwrap();
+        keys.push(kms.unwrap_key(&t).unwrap().expose().to_vec());
+    }
+    let mut req = NewRecord::prelive("derived");
+    req.passphrase = Some(Passphrase::new(PASSPHRASE.into()));
+    let t = kms.create_record(&g, req).unwrap();
+    keys.push(kms.unwrap_key(&t).unwrap().expose().to_vec());
+    keys
+}
+
+fn verify(dir: &Path) -> (bool, String) {
+    let out = kmsfs()
+        .args(["verify", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn verify_names_the_file_for_a_changed_byte_anywhere() {
+    let (_tmp, dir) = fresh_dir();
+    populated(&dir);
+    let (ok, err) = verify(&dir);
+    assert!(ok, "{err}");
+    for file in ["KMS_DATA", "KMS_HMKF", "KMS_KPKF"] {
+        let original = std::fs::read(dir.join(file)).unwrap();
+        let n = original.len();
+        for pos in [0, n / 2, n - 1] {
+            let mut bytes = original.clone();
+            bytes[pos] ^= 0x20;
+            std::fs::write(dir.join(file), &bytes).unwrap();
+            let (ok, err) = verify(&dir);
+            assert!(!ok, "{file} byte {pos} of {n}: verify accepted it");
+            assert!(err.contains(file), "{file} byte {pos}: error does not name it: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        }
+        std::fs::write(dir.join(file), &original).unwrap();
+    }
+    assert!(verify(&dir).0);
+}
+
+#[test]
+fn key_files_of_another_keystore_are_named() {
+    let (_tmp, dir) = fresh_dir();
+    let (_tmp2, other) = fresh_dir();
+    populated(&dir);
+    store::init(&other, InitOptions::default()).unwrap();
+    for file in ["KMS_HMKF", "KMS_KPKF"] {
+        let original = std::fs::read(dir.join(file)).unwrap();
+        std::fs::copy(other.join(file), dir.join(file)).unwrap();
+        let (ok, err) = verify(&dir);
+        assert!(!ok);
+        assert!(err.contains(file) && err.contains("does not belong"), "{err}");
+        std::fs::write(dir.join(file), original).unwrap();
+    }
+    std::fs::remove_file(dir.join("KMS_KPKF")).unwrap();
+    let (ok, err) = verify(&dir);
+    assert!(!ok && err.contains("KMS_KPKF is missing"), "{err}");
+}
+
+#[test]
+fn init_never_overwrites() {
+    let (_tmp, dir) = fresh_dir();
+    let out = kmsfs().args(["init", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before: Vec<Vec<u8>> = store::BACKUP_SET
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    for f in store::BACKUP_SET {
+        let meta = std::fs::metadata(dir.join(f)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+    }
+    let out = kmsfs().args(["init", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    // Even a lone leftover key file blocks init.
+    let (_tmp2, dir2) = fresh_dir();
+    std::fs::create_dir_all(&dir2).unwrap();
+    std::fs::write(dir2.join("KMS_KPKF"), b"x").unwrap();
+    let out = kmsfs().args(["init", "--data-dir"]).arg(&dir2).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(dir2.join("KMS_KPKF")).unwrap(), b"x");
+    let after: Vec<Vec<u8>> = store::BACKUP_SET
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn init_refuses_a_directory_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, dir) = fresh_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = kmsfs().args(["init", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("writable by group or others"));
+    assert!(!dir.join("KMS_DATA").exists());
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn nothing_secret_reaches_the_disk_in_plaintext() {
+    let (_tmp, dir) = fresh_dir();
+    let pw = dir.with_file_name("pw");
+    std::fs::write(&pw, format!("{PASSPHRASE}\n")).unwrap();
+    let out = kmsfs()
+        .args(["init", "--data-dir"])
+        .arg(&dir)
+        .arg("--hmk-passphrase-file")
+        .arg(&pw)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let kms = Kms::open(&dir).unwrap();
+    let g = kms.create_group("pool").unwrap();
+    kms.describe_group(&g, DESCRIPTION).unwrap();
+    let mut req = NewRecord::prelive("k");
+    req.description = DESCRIPTION.into();
+    req.passphrase = Some(Passphrase::new(PASSPHRASE.into()));
+    let t = kms.create_record(&g, req).unwrap();
+    let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
+    drop(kms);
+    let hex_key = hex::encode(&key);
+    for f in store::BACKUP_SET {
+        let bytes = std::fs::read(dir.join(f)).unwrap();
+        for needle in [
+            DESCRIPTION.as_bytes(),
+            PASSPHRASE.as_bytes(),
+            &key,
+            hex_key.as_bytes(),
+            b"pool",
+        ] {
+            assert!(!contains(&bytes, needle), "{f} holds a secret in plaintext");
+        }
+    }
+}
+
+#[test]
+fn every_acknowledged_change_survives_a_reopen() {
+    let (_tmp, dir) = fresh_dir();
+    let keys = populated(&dir);
+    let kms = Kms::open(&dir).unwrap();
+    let ks = kms.read();
+    let g = ks.group_by_name("pool").unwrap();
+    assert_eq!(g.description, DESCRIPTION);
+    assert_eq!(g.record_count(), 3);
+    let tags: Vec<_> = ["k0", "k1", "derived"]
+        .iter()
+        .map(|n| ks.record_in(&g.tag, n).unwrap().tag.clone())
+        .collect();
+    assert_eq!(ks.record_in(&g.tag, "k0").unwrap().state.as_str(), "active");
+    drop(ks);
+    for (t, k) in tags.iter().zip(&keys) {
+        assert_eq!(kms.unwrap_key(t).unwrap().expose(), &k[..]);
+    }
+}
+
+#[test]
+fn a_second_opener_is_refused_while_the_first_holds_the_lock() {
+    let (_tmp, dir) = fresh_dir();
+    store::init(&dir, InitOptions::default()).unwrap();
+    let first = Kms::open(&dir).unwrap();
+    let err = Kms::open(&dir).err().expect("second open must fail").to_string();
+    assert!(err.contains("in use by another kmsfs process"), "{err}");
+    drop(first);
+}
+
+#[test]
+fn compaction_keeps_everything() {
+    let (_tmp, dir) = fresh_dir();
+    store::init(&dir, InitOptions::default()).unwrap();
+    let kms = Kms::open(&dir).unwrap();
+    let g = kms.create_group("pool").unwrap();
+    let t = kms
+        .create_record(&g, NewRecord::prelive("k"))
+        .unwrap();
+    let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
+    // Enough changes to pass the compaction threshold at least once.
+    for i in 0..5000 {
+        kms.describe_record(&t, &format!("d{i}")).unwrap();
+    }
+    let size = std::fs::metadata(dir.join("KMS_DATA")).unwrap().len();
+    drop(kms);
+    assert!(size < 2_000_000, "the log was not compacted: {size} bytes");
+    let kms = Kms::open(&dir).unwrap();
+    let ks = kms.read();
+    let r = ks.record(&t).unwrap();
+    assert_eq!(r.description, "d4999");
+    drop(ks);
+    assert_eq!(kms.unwrap_key(&t).unwrap().expose(), &key[..]);
+}
