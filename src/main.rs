@@ -17,6 +17,8 @@ enum Command {
     Init(cli::InitArgs),
     /// Check a data directory offline: exit 0 only if everything authenticates.
     Verify(cli::VerifyArgs),
+    /// Rebuild a lost KMS_HMKF or KMS_KPKF from its passphrase (passphrase-derived keys only).
+    Regenerate(cli::RegenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
     let result = match &args.command {
         Command::Init(a) => cli::run_init(a),
         Command::Verify(a) => cli::run_verify(a),
+        Command::Regenerate(a) => cli::run_regenerate(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,7 +35,7 @@ fn write_golden(dir: &Path) {
     let legacy = kms.create_group("legacy").unwrap();
     kms.set_group_cipher(&legacy, "AES_128").unwrap();
     let mut expected = Vec::new();
-    let mut add = |kms: &Kms, g, name: &str, state: &str, derived: bool| {
+    let add = |kms: &Kms, g, name: &str, state: &str, derived: bool| {
         let mut req = NewRecord::prelive(name);
         req.description = format!("{name} description");
         if derived {
@@ -102,7 +102,10 @@ fn format_v1_keeps_loading() {
     let records = expected["records"].as_array().unwrap();
     assert_eq!(ks.record_count(), records.len());
     assert_eq!(ks.group_count(), 2);
-    assert_eq!(ks.group_by_name("pool").unwrap().description, "nightly backups");
+    assert_eq!(
+        ks.group_by_name("pool").unwrap().description,
+        "nightly backups"
+    );
     assert_eq!(
         ks.group_by_name("legacy").unwrap().cipher.as_str(),
         "AES_128"

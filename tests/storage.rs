@@ -72,7 +72,10 @@ fn verify_names_the_file_for_a_changed_byte_anywhere() {
             std::fs::write(dir.join(file), &bytes).unwrap();
             let (ok, err) = verify(&dir);
             assert!(!ok, "{file} byte {pos} of {n}: verify accepted it");
-            assert!(err.contains(file), "{file} byte {pos}: error does not name it: {err}");
+            assert!(
+                err.contains(file),
+                "{file} byte {pos}: error does not name it: {err}"
+            );
             assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
         }
         std::fs::write(dir.join(file), &original).unwrap();
@@ -91,7 +94,10 @@ fn key_files_of_another_keystore_are_named() {
         std::fs::copy(other.join(file), dir.join(file)).unwrap();
         let (ok, err) = verify(&dir);
         assert!(!ok);
-        assert!(err.contains(file) && err.contains("does not belong"), "{err}");
+        assert!(
+            err.contains(file) && err.contains("does not belong"),
+            "{err}"
+        );
         std::fs::write(dir.join(file), original).unwrap();
     }
     std::fs::remove_file(dir.join("KMS_KPKF")).unwrap();
@@ -102,8 +108,16 @@ fn key_files_of_another_keystore_are_named() {
 #[test]
 fn init_never_overwrites() {
     let (_tmp, dir) = fresh_dir();
-    let out = kmsfs().args(["init", "--data-dir"]).arg(&dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kmsfs()
+        .args(["init", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let before: Vec<Vec<u8>> = store::BACKUP_SET
         .iter()
         .map(|f| std::fs::read(dir.join(f)).unwrap())
@@ -113,14 +127,22 @@ fn init_never_overwrites() {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
     }
-    let out = kmsfs().args(["init", "--data-dir"]).arg(&dir).output().unwrap();
+    let out = kmsfs()
+        .args(["init", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     // Even a lone leftover key file blocks init.
     let (_tmp2, dir2) = fresh_dir();
     std::fs::create_dir_all(&dir2).unwrap();
     std::fs::write(dir2.join("KMS_KPKF"), b"x").unwrap();
-    let out = kmsfs().args(["init", "--data-dir"]).arg(&dir2).output().unwrap();
+    let out = kmsfs()
+        .args(["init", "--data-dir"])
+        .arg(&dir2)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert_eq!(std::fs::read(dir2.join("KMS_KPKF")).unwrap(), b"x");
     let after: Vec<Vec<u8>> = store::BACKUP_SET
@@ -136,7 +158,11 @@ fn init_refuses_a_directory_others_can_write() {
     let (_tmp, dir) = fresh_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = kmsfs().args(["init", "--data-dir"]).arg(&dir).output().unwrap();
+    let out = kmsfs()
+        .args(["init", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("writable by group or others"));
     assert!(!dir.join("KMS_DATA").exists());
@@ -208,7 +234,10 @@ fn a_second_opener_is_refused_while_the_first_holds_the_lock() {
     let (_tmp, dir) = fresh_dir();
     store::init(&dir, InitOptions::default()).unwrap();
     let first = Kms::open(&dir).unwrap();
-    let err = Kms::open(&dir).err().expect("second open must fail").to_string();
+    let err = Kms::open(&dir)
+        .err()
+        .expect("second open must fail")
+        .to_string();
     assert!(err.contains("in use by another kmsfs process"), "{err}");
     drop(first);
 }
@@ -219,9 +248,7 @@ fn compaction_keeps_everything() {
     store::init(&dir, InitOptions::default()).unwrap();
     let kms = Kms::open(&dir).unwrap();
     let g = kms.create_group("pool").unwrap();
-    let t = kms
-        .create_record(&g, NewRecord::prelive("k"))
-        .unwrap();
+    let t = kms.create_record(&g, NewRecord::prelive("k")).unwrap();
     let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
     // Enough changes to pass the compaction threshold at least once.
     for i in 0..5000 {

@@ -44,7 +44,13 @@ pub fn run_init(args: &InitArgs) -> Result<(), CliError> {
             kpk_passphrase: kpk,
         },
     )?;
-    let how = |derived| if derived { "from a passphrase" } else { "random" };
+    let how = |derived| {
+        if derived {
+            "from a passphrase"
+        } else {
+            "random"
+        }
+    };
     println!(
         "created a keystore in {}\n  HMK {} ({})\n  KPK {} ({})\nKeep copies of KMS_HMKF and KMS_KPKF apart from KMS_DATA.",
         args.data_dir.display(),

@@ -1,9 +1,11 @@
 //! The command line: clap arguments turned into calls on the library.
 
 mod init;
+mod regenerate;
 mod verify;
 
 pub use init::{run_init, InitArgs};
+pub use regenerate::{run_regenerate, RegenerateArgs};
 pub use verify::{run_verify, VerifyArgs};
 
 use std::io::IsTerminal;
@@ -23,8 +25,12 @@ impl<E: std::fmt::Display> From<E> for CliError {
 
 /// Reads a passphrase file; never from the command line itself (it would show in `ps`).
 pub fn read_passphrase_file(path: &Path) -> Result<Passphrase, CliError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CliError(format!("cannot read passphrase file {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError(format!(
+            "cannot read passphrase file {}: {e}",
+            path.display()
+        ))
+    })?;
     Passphrase::from_file_contents(bytes)
         .map_err(|e| CliError(format!("passphrase file {}: {e}", path.display())))
 }
@@ -34,9 +40,8 @@ pub fn prompt_passphrase(what: &str) -> Result<Option<Passphrase>, CliError> {
     if !std::io::stdin().is_terminal() {
         return Ok(None);
     }
-    let first = rpassword::prompt_password(format!(
-        "{what} passphrase (empty for a random key): "
-    ))?;
+    let first =
+        rpassword::prompt_password(format!("{what} passphrase (empty for a random key): "))?;
     if first.is_empty() {
         return Ok(None);
     }

@@ -101,10 +101,7 @@ mod tests {
             b"[]",
         ] {
             assert!(
-                matches!(
-                    NewRecord::parse_create_json(bad),
-                    Err(KmsError::Invalid(_))
-                ),
+                matches!(NewRecord::parse_create_json(bad), Err(KmsError::Invalid(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );

@@ -8,7 +8,9 @@ use crate::store::StoreError;
 pub enum KmsError {
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
-    #[error("the keystore is quiesced for a backup; changes resume after `echo unquiesce > .quiesce`")]
+    #[error(
+        "the keystore is quiesced for a backup; changes resume after `echo unquiesce > .quiesce`"
+    )]
     Quiesced,
     #[error("record \"{name}\" is {state}: its key can be read only while active or inactive")]
     KeyUnavailable { name: String, state: State },

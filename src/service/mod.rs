@@ -166,9 +166,10 @@ impl Kms {
             Some(pass) => {
                 let params = match &req.salt_hex {
                     None => KdfParams::with_fresh_salt(),
-                    Some(h) => KdfParams::with_salt(hex::decode(h).map_err(|_| {
-                        KmsError::Invalid(format!("salt {h:?} is not hex"))
-                    })?),
+                    Some(h) => KdfParams::with_salt(
+                        hex::decode(h)
+                            .map_err(|_| KmsError::Invalid(format!("salt {h:?} is not hex")))?,
+                    ),
                 };
                 let key = params.derive(pass, cipher.key_len()).map_err(|e| match e {
                     crate::crypto::CryptoError::Kdf(m) => KmsError::Invalid(m),
@@ -177,7 +178,15 @@ impl Kms {
                 (key, Some(params))
             }
         };
-        self.insert_record(group, tag, name, req.state, req.description, &key, derivation)
+        self.insert_record(
+            group,
+            tag,
+            name,
+            req.state,
+            req.description,
+            &key,
+            derivation,
+        )
     }
 
     /// Adds a record holding `key` (wrapped here under the KPK, bound to `tag`).
@@ -292,7 +301,9 @@ impl Kms {
                 log::info!(
                     "quiesced ({} hold(s){})",
                     inner.freeze.status().holds,
-                    lease.map(|l| format!(", lease {} s", l.as_secs())).unwrap_or_default()
+                    lease
+                        .map(|l| format!(", lease {} s", l.as_secs()))
+                        .unwrap_or_default()
                 );
             }
             QuiesceCommand::Unquiesce => {

@@ -138,7 +138,10 @@ mod tests {
             Command::parse(" Quiesce\n").unwrap(),
             Command::Quiesce { lease: None }
         );
-        assert_eq!(Command::parse("1").unwrap(), Command::Quiesce { lease: None });
+        assert_eq!(
+            Command::parse("1").unwrap(),
+            Command::Quiesce { lease: None }
+        );
         assert_eq!(Command::parse("0\n").unwrap(), Command::Unquiesce);
         assert_eq!(
             Command::parse("quiesce 600").unwrap(),
@@ -146,7 +149,14 @@ mod tests {
                 lease: Some(Duration::from_secs(600))
             }
         );
-        for bad in ["", "freeze", "quiesce x", "quiesce 0", "quiesce -5", "quiesce 1 2"] {
+        for bad in [
+            "",
+            "freeze",
+            "quiesce x",
+            "quiesce 0",
+            "quiesce -5",
+            "quiesce 1 2",
+        ] {
             assert!(Command::parse(bad).is_err(), "{bad:?}");
         }
     }
