@@ -1,0 +1,128 @@
+//! How the cost of one durable change grows with the size of the keystore (it must not), and
+//! what loading and compaction cost, against a raw append + fdatasync baseline measured in
+//! the same run on the same file system.
+//!
+//! cargo run --release --example bench_store -- [DIR] [SAMPLES]
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kmsfs::crypto::KeyMaterial;
+use kmsfs::keystore::{Change, Cipher, GroupTag, KeyTag, Name, State, Timestamp, WrappedKey};
+use kmsfs::service::Kms;
+use kmsfs::store::{self, Access, InitOptions, Store};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// The floor: appending a frame-sized record to a file and fdatasync'ing it.
+fn raw_append(dir: &Path, samples: usize) -> Duration {
+    let path = dir.join("baseline.log");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let buf = vec![0x5a; 400];
+    let times = (0..samples)
+        .map(|_| {
+            let t = Instant::now();
+            f.write_all(&buf).unwrap();
+            f.sync_data().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    std::fs::remove_file(path).unwrap();
+    median(times)
+}
+
+/// A keystore of `records` records in one group, written as one snapshot (fast to build).
+fn build(dir: &Path, records: usize) -> GroupTag {
+    store::init(dir, InitOptions::default()).unwrap();
+    let (mut st, mut ks, kpk, _) = Store::open(dir, Access::ReadWrite).unwrap();
+    let g = GroupTag::random();
+    let at = Timestamp::now();
+    ks.apply(&Change::CreateGroup {
+        tag: g.clone(),
+        name: Name::parse("pool").unwrap(),
+        cipher: Cipher::Aes256,
+        description: String::new(),
+        at,
+    })
+    .unwrap();
+    for i in 0..records {
+        let tag = KeyTag::random();
+        let key = KeyMaterial::random(32);
+        ks.apply(&Change::CreateRecord {
+            wrapped_key: WrappedKey(kpk.wrap(&key, tag.as_str())),
+            tag,
+            group: g.clone(),
+            name: Name::parse(&format!("record-{i:06}")).unwrap(),
+            state: State::Prelive,
+            description: "a typical description of a key".into(),
+            key_len: 32,
+            derivation: None,
+            at,
+        })
+        .unwrap();
+    }
+    st.compact(&ks).unwrap();
+    g
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let base: PathBuf = args.next().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let samples: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let work = tempfile::Builder::new()
+        .prefix("kmsfs-bench")
+        .tempdir_in(&base)
+        .unwrap();
+    println!("dir {}  samples {samples}", work.path().display());
+    println!(
+        "{:>9} {:>12} {:>12} {:>8} {:>12} {:>12}",
+        "records", "change_us", "raw_sync_us", "ratio", "open_ms", "compact_ms"
+    );
+    for records in [0usize, 1_000, 10_000, 100_000] {
+        let dir = work.path().join(format!("ks{records}"));
+        let g = build(&dir, records);
+        let t = Instant::now();
+        let kms = Kms::open(&dir).unwrap();
+        let open = t.elapsed();
+        let tag = kms
+            .create_record(&g, kmsfs::service::NewRecord::prelive("bench"))
+            .unwrap();
+        let baseline = raw_append(&dir, samples);
+        let times = (0..samples)
+            .map(|i| {
+                let t = Instant::now();
+                kms.describe_record(&tag, &format!("sample {i}")).unwrap();
+                t.elapsed()
+            })
+            .collect();
+        let change = median(times);
+        drop(kms);
+        let (mut st, ks, _, _) = Store::open(&dir, Access::ReadWrite).unwrap();
+        let t = Instant::now();
+        st.compact(&ks).unwrap();
+        let compact = t.elapsed();
+        println!(
+            "{records:>9} {:>12.0} {:>12.0} {:>8.2} {:>12.1} {:>12.1}",
+            us(change),
+            us(baseline),
+            change.as_secs_f64() / baseline.as_secs_f64(),
+            open.as_secs_f64() * 1e3,
+            compact.as_secs_f64() * 1e3
+        );
+        drop(st);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
