@@ -5,3 +5,4 @@ pub mod crypto;
 pub mod keystore;
 pub mod service;
 pub mod store;
+pub mod transfer;

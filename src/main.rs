@@ -19,6 +19,10 @@ enum Command {
     Verify(cli::VerifyArgs),
     /// Rebuild a lost KMS_HMKF or KMS_KPKF from its passphrase (passphrase-derived keys only).
     Regenerate(cli::RegenerateArgs),
+    /// Write groups, records and keys into a passphrase-protected container.
+    Export(cli::ExportArgs),
+    /// Bring the groups and records of a container into a keystore (all or nothing).
+    Import(cli::ImportArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
     let result = match &args.command {
         Command::Init(a) => cli::run_init(a),
         Command::Verify(a) => cli::run_verify(a),
+        Command::Export(a) => cli::run_export(a),
+        Command::Import(a) => cli::run_import(a),
         Command::Regenerate(a) => cli::run_regenerate(a),
     };
     match result {

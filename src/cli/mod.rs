@@ -1,9 +1,13 @@
 //! The command line: clap arguments turned into calls on the library.
 
+mod export;
+mod import;
 mod init;
 mod regenerate;
 mod verify;
 
+pub use export::{run_export, ExportArgs};
+pub use import::{run_import, ImportArgs};
 pub use init::{run_init, InitArgs};
 pub use regenerate::{run_regenerate, RegenerateArgs};
 pub use verify::{run_verify, VerifyArgs};

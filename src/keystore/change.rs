@@ -49,6 +49,22 @@ pub enum Change {
         derivation: Option<KdfParams>,
         at: Timestamp,
     },
+    /// A record brought in by `kmsfs import`. Unlike `CreateRecord` it takes any state (an
+    /// exported record keeps its state) and its original creation time, and it never demotes
+    /// the group's active record: the importer decides which record stays active, so a second
+    /// active record is refused rather than silently switched.
+    ImportRecord {
+        tag: KeyTag,
+        group: GroupTag,
+        name: Name,
+        state: State,
+        description: String,
+        wrapped_key: WrappedKey,
+        key_len: usize,
+        derivation: Option<KdfParams>,
+        created: Timestamp,
+        at: Timestamp,
+    },
     RenameRecord {
         tag: KeyTag,
         name: Name,

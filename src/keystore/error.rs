@@ -29,6 +29,8 @@ pub enum KeystoreError {
     },
     #[error("a record cannot be created in state {0} (only prelive or active)")]
     CreationStateRefused(State),
+    #[error("group \"{group}\" already has an active record (\"{active}\"); a second one cannot be added active")]
+    SecondActive { group: String, active: String },
     #[error("record \"{name}\" is {state}: only prelive or terminated records can be deleted")]
     DeleteRefused { name: String, state: State },
     #[error("group \"{name}\" still holds {records} record(s)")]

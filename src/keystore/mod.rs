@@ -181,26 +181,31 @@ impl Keystore {
                 key_len,
                 ..
             } => {
-                check_description(description)?;
-                let g = self.group_or_err(group)?;
-                if self.records.contains_key(tag) {
-                    return Err(KeystoreError::TagTaken(tag.to_string()));
-                }
-                if g.record_by_name(name.as_str()).is_some() {
-                    return Err(KeystoreError::RecordNameTaken {
-                        group: g.name.to_string(),
-                        name: name.to_string(),
-                    });
-                }
+                let g = self.check_new_record(tag, group, name, description)?;
                 if !state.may_be_created_in() {
                     return Err(KeystoreError::CreationStateRefused(*state));
                 }
-                if *key_len != g.cipher.key_len() {
-                    return Err(KeystoreError::KeyLengthMismatch {
-                        len: *key_len,
-                        cipher: g.cipher.as_str(),
-                        expected: g.cipher.key_len(),
-                    });
+                check_key_len(g, *key_len)?;
+                Ok(Changed)
+            }
+            Change::ImportRecord {
+                tag,
+                group,
+                name,
+                state,
+                description,
+                key_len,
+                ..
+            } => {
+                let g = self.check_new_record(tag, group, name, description)?;
+                check_key_len(g, *key_len)?;
+                if *state == State::Active {
+                    if let Some(current) = g.active().and_then(|t| self.records.get(t)) {
+                        return Err(KeystoreError::SecondActive {
+                            group: g.name.to_string(),
+                            active: current.name.to_string(),
+                        });
+                    }
                 }
                 Ok(Changed)
             }
@@ -330,32 +335,47 @@ impl Keystore {
                 at,
                 key_len: _,
             } => {
-                let serial = self.take_serial();
                 if state == State::Active {
                     self.demote_active(&group, at);
                 }
-                let g = self.groups.get_mut(&group).expect("checked");
-                g.members.by_name.insert(name.clone(), tag.clone());
-                g.members.by_serial.insert(serial, tag.clone());
-                if state == State::Active {
-                    g.members.active = Some(tag.clone());
-                }
-                g.modified = at;
-                self.records.insert(
-                    tag.clone(),
-                    KeyRecord {
-                        tag,
-                        group,
-                        name,
-                        state,
-                        description,
-                        created: at,
-                        modified: at,
-                        serial,
-                        wrapped_key,
-                        derivation,
-                    },
-                );
+                self.insert_record(KeyRecord {
+                    tag,
+                    group,
+                    name,
+                    state,
+                    description,
+                    created: at,
+                    modified: at,
+                    serial: 0,
+                    wrapped_key,
+                    derivation,
+                });
+            }
+            Change::ImportRecord {
+                tag,
+                group,
+                name,
+                state,
+                description,
+                wrapped_key,
+                derivation,
+                created,
+                at,
+                key_len: _,
+            } => {
+                // No demotion: `check` refused a second active record.
+                self.insert_record(KeyRecord {
+                    tag,
+                    group,
+                    name,
+                    state,
+                    description,
+                    created,
+                    modified: at,
+                    serial: 0,
+                    wrapped_key,
+                    derivation,
+                });
             }
             Change::RenameRecord { tag, name, at } => {
                 let r = self.records.get_mut(&tag).expect("checked");
@@ -402,6 +422,47 @@ impl Keystore {
                 }
             }
         }
+    }
+
+    /// What every new record must satisfy, however it arrives: its description fits the bound,
+    /// its group exists, its tag is unused and its name is free in the group.
+    fn check_new_record(
+        &self,
+        tag: &KeyTag,
+        group: &GroupTag,
+        name: &Name,
+        description: &str,
+    ) -> Result<&KeyGroup, KeystoreError> {
+        check_description(description)?;
+        let g = self.group_or_err(group)?;
+        if self.records.contains_key(tag) {
+            return Err(KeystoreError::TagTaken(tag.to_string()));
+        }
+        if g.record_by_name(name.as_str()).is_some() {
+            return Err(KeystoreError::RecordNameTaken {
+                group: g.name.to_string(),
+                name: name.to_string(),
+            });
+        }
+        Ok(g)
+    }
+
+    /// Files a checked new record under its group, with the next serial; `record.modified` is
+    /// also the group's modification time.
+    fn insert_record(&mut self, mut record: KeyRecord) {
+        record.serial = self.take_serial();
+        let g = self.groups.get_mut(&record.group).expect("checked");
+        g.members
+            .by_name
+            .insert(record.name.clone(), record.tag.clone());
+        g.members
+            .by_serial
+            .insert(record.serial, record.tag.clone());
+        if record.state == State::Active {
+            g.members.active = Some(record.tag.clone());
+        }
+        g.modified = record.modified;
+        self.records.insert(record.tag.clone(), record);
     }
 
     fn demote_active(&mut self, group: &GroupTag, at: Timestamp) {
@@ -533,6 +594,17 @@ impl Keystore {
         }
         Ok(())
     }
+}
+
+fn check_key_len(g: &KeyGroup, key_len: usize) -> Result<(), KeystoreError> {
+    if key_len != g.cipher.key_len() {
+        return Err(KeystoreError::KeyLengthMismatch {
+            len: key_len,
+            cipher: g.cipher.as_str(),
+            expected: g.cipher.key_len(),
+        });
+    }
+    Ok(())
 }
 
 fn check_description(d: &str) -> Result<(), KeystoreError> {

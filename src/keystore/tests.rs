@@ -583,3 +583,150 @@ proptest! {
         }
     }
 }
+
+// ---- ImportRecord: records brought in by `kmsfs import` -------------------------------------
+
+fn import_record(group: &GroupTag, name: &str, state: State) -> (KeyTag, Change) {
+    let tag = KeyTag::random();
+    let change = Change::ImportRecord {
+        tag: tag.clone(),
+        group: group.clone(),
+        name: Name::parse(name).unwrap(),
+        state,
+        description: "imported".into(),
+        wrapped_key: WrappedKey(vec![0; 60]),
+        key_len: 32,
+        derivation: None,
+        created: at(-1000),
+        at: at(5),
+    };
+    (tag, change)
+}
+
+#[test]
+fn import_keeps_every_state_and_the_creation_time() {
+    let mut ks = Keystore::new();
+    let g = new_group(&mut ks, "pool");
+    for (i, state) in State::ALL.into_iter().enumerate() {
+        let (tag, c) = import_record(&g, &format!("r{i}"), state);
+        assert_eq!(ks.apply(&c).unwrap(), Outcome::Changed);
+        let r = ks.record(&tag).unwrap();
+        assert_eq!(r.state, state);
+        assert_eq!((r.created, r.modified), (at(-1000), at(5)));
+        assert_eq!(r.description, "imported");
+    }
+    let group = ks.group(&g).unwrap();
+    assert_eq!(group.record_count(), 5);
+    assert_eq!(
+        ks.record(group.active().unwrap()).unwrap().name.as_str(),
+        "r1"
+    );
+    assert_eq!(group.modified, at(5));
+    ks.check_invariants().unwrap();
+    let back = Keystore::from_snapshot(ks.to_snapshot()).unwrap();
+    assert_eq!(snapshot_json(&back), snapshot_json(&ks));
+}
+
+#[test]
+fn import_never_adds_a_second_active_record() {
+    let mut ks = Keystore::new();
+    let g = new_group(&mut ks, "pool");
+    let current = record_in_state(&mut ks, &g, "current", State::Active);
+    let before = snapshot_json(&ks);
+    let (_, c) = import_record(&g, "incoming", State::Active);
+    assert!(matches!(
+        ks.apply(&c),
+        Err(KeystoreError::SecondActive { ref group, ref active })
+            if group == "pool" && active == "current"
+    ));
+    assert_eq!(
+        snapshot_json(&ks),
+        before,
+        "a refused import changed the keystore"
+    );
+    assert_eq!(ks.record(&current).unwrap().state, State::Active);
+    // The same record as inactive is fine, and leaves the active record alone.
+    let (tag, c) = import_record(&g, "incoming", State::Inactive);
+    ks.apply(&c).unwrap();
+    assert_eq!(ks.record(&tag).unwrap().state, State::Inactive);
+    assert_eq!(ks.group(&g).unwrap().active(), Some(&current));
+
+    // In a group without an active record the first active import is accepted, the next is not.
+    let h = new_group(&mut ks, "other");
+    let (first, c) = import_record(&h, "a", State::Active);
+    ks.apply(&c).unwrap();
+    let (_, c) = import_record(&h, "b", State::Active);
+    assert!(matches!(
+        ks.apply(&c),
+        Err(KeystoreError::SecondActive { .. })
+    ));
+    assert_eq!(ks.group(&h).unwrap().active(), Some(&first));
+    ks.check_invariants().unwrap();
+}
+
+#[test]
+fn import_enforces_what_creation_enforces() {
+    let mut ks = Keystore::new();
+    let g = new_group(&mut ks, "pool");
+    let h = new_group(&mut ks, "other");
+    let existing = record_in_state(&mut ks, &h, "taken", State::Inactive);
+    let _ = record_in_state(&mut ks, &g, "taken", State::Prelive);
+    let before = snapshot_json(&ks);
+    /// A prelive import into `pool` named "fresh", with one field changed.
+    fn edited(g: &GroupTag, edit: impl FnOnce(&mut Change)) -> Change {
+        let mut c = import_record(g, "fresh", State::Prelive).1;
+        edit(&mut c);
+        c
+    }
+    let tag_taken = edited(&g, |c| {
+        if let Change::ImportRecord { tag, .. } = c {
+            *tag = existing.clone(); // a record of another group
+        }
+    });
+    let name_taken = import_record(&g, "taken", State::Prelive).1;
+    let short_key = edited(&g, |c| {
+        if let Change::ImportRecord { key_len, .. } = c {
+            *key_len = 16;
+        }
+    });
+    let long_text = edited(&g, |c| {
+        if let Change::ImportRecord { description, .. } = c {
+            *description = "x".repeat(MAX_DESCRIPTION_BYTES + 1);
+        }
+    });
+    let no_group = edited(&g, |c| {
+        if let Change::ImportRecord { group, .. } = c {
+            *group = GroupTag::random();
+        }
+    });
+    let refusals = [
+        (tag_taken, "TagTaken"),
+        (name_taken, "RecordNameTaken"),
+        (short_key, "KeyLengthMismatch"),
+        (long_text, "DescriptionTooLong"),
+        (no_group, "NoSuchGroup"),
+    ];
+    for (change, expected) in refusals {
+        let err = ks.apply(&change).unwrap_err();
+        assert!(
+            format!("{err:?}").starts_with(expected),
+            "{change:?} gave {err:?}"
+        );
+        assert_eq!(
+            snapshot_json(&ks),
+            before,
+            "{change:?} changed the keystore"
+        );
+    }
+    ks.apply(&edited(&g, |_| {})).unwrap();
+    ks.check_invariants().unwrap();
+}
+
+#[test]
+fn import_record_survives_the_log_encoding() {
+    let g = GroupTag::random();
+    let (_, c) = import_record(&g, "r", State::Deprecated);
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(json.contains(r#""op":"import_record""#), "{json}");
+    assert_eq!(serde_json::from_str::<Change>(&json).unwrap(), c);
+}

@@ -4,6 +4,7 @@
 
 mod create;
 mod error;
+mod import;
 mod quiesce;
 mod status;
 

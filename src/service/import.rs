@@ -1,0 +1,40 @@
+//! Import into a keystore held by this process: planned against the current keystore, then
+//! committed as one atomic rewrite of KMS_DATA, so that an import that dies halfway leaves the
+//! keystore as it was.
+
+use super::{Kms, KmsError};
+use crate::keystore::{Change, Outcome};
+use crate::transfer::{self, ExportBody, ImportOptions, Plan, TransferError};
+
+impl Kms {
+    /// Plans importing `body` (see `transfer::plan_import`); changes nothing.
+    pub fn plan_import(
+        &self,
+        body: &ExportBody,
+        opts: &ImportOptions,
+    ) -> Result<Plan, TransferError> {
+        transfer::plan_import(&self.read(), &self.kpk, body, opts)
+    }
+
+    /// Applies `changes` all together or not at all: to a copy of the keystore first (any
+    /// refusal stops there), then as one compacted KMS_DATA written beside the old one and
+    /// renamed over it. Memory takes the new keystore only once the rename is durable.
+    pub fn apply_atomically(&self, changes: &[Change]) -> Result<(), KmsError> {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        let mut next = inner.ks.clone();
+        let mut changed = false;
+        for c in changes {
+            changed |= next.apply(c)? == Outcome::Changed;
+        }
+        if !changed {
+            return Ok(());
+        }
+        if inner.freeze.is_frozen() {
+            return Err(KmsError::Quiesced);
+        }
+        inner.store.compact(&next)?;
+        inner.ks = next;
+        Ok(())
+    }
+}
