@@ -80,7 +80,10 @@ fn build(dir: &Path, records: usize) -> GroupTag {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let base: PathBuf = args.next().map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base: PathBuf = args
+        .next()
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     let samples: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(300);
     let work = tempfile::Builder::new()
         .prefix("kmsfs-bench")

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod crypto;
+pub mod fs;
 pub mod keystore;
 pub mod service;
 pub mod store;

@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Create an empty keystore (KMS_DATA, KMS_HMKF, KMS_KPKF); never overwrites one.
     Init(cli::InitArgs),
+    /// Serve a keystore as a file system until unmounted or sent SIGINT/SIGTERM.
+    Mount(cli::MountArgs),
     /// Check a data directory offline: exit 0 only if everything authenticates.
     Verify(cli::VerifyArgs),
     /// Rebuild a lost KMS_HMKF or KMS_KPKF from its passphrase (passphrase-derived keys only).
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let args = Cli::parse();
     let result = match &args.command {
         Command::Init(a) => cli::run_init(a),
+        Command::Mount(a) => cli::run_mount(a),
         Command::Verify(a) => cli::run_verify(a),
         Command::Export(a) => cli::run_export(a),
         Command::Import(a) => cli::run_import(a),

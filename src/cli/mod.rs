@@ -3,12 +3,14 @@
 mod export;
 mod import;
 mod init;
+mod mount;
 mod regenerate;
 mod verify;
 
 pub use export::{run_export, ExportArgs};
 pub use import::{run_import, ImportArgs};
 pub use init::{run_init, InitArgs};
+pub use mount::{run_mount, MountArgs};
 pub use regenerate::{run_regenerate, RegenerateArgs};
 pub use verify::{run_verify, VerifyArgs};
 

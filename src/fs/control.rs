@@ -1,0 +1,251 @@
+//! What the writes to control files mean, per open file, before the service sees them.
+//!
+//! - Command files (`state`, `.quiesce`, `.cipher`): each `write()` is one whole command and
+//!   its offset is ignored, so `echo x > f`, `echo x >> f` and `printf x > f` all work.
+//! - `.create`: one JSON object, possibly split over several writes (`jq` splits large output);
+//!   acted on by the write that completes it.
+//! - Descriptions: small ordinary files, committed on flush or close.
+
+use serde::de::IgnoredAny;
+
+use super::errors::FsError;
+use crate::keystore::MAX_DESCRIPTION_BYTES;
+
+/// The text of one command write. Surrounding blanks are the service's to ignore.
+pub fn command_text(data: &[u8]) -> Result<&str, FsError> {
+    std::str::from_utf8(data).map_err(|_| FsError::new(libc::EINVAL, "the command is not UTF-8"))
+}
+
+/// A `.create` object is a name, a few words and a passphrase: anything this large is a
+/// mistake (a wrong file piped in), refused before it fills memory.
+pub const MAX_CREATE_BYTES: usize = 64 * 1024;
+
+/// The JSON accumulated by one open `.create`.
+#[derive(Default, Debug)]
+pub struct CreateInput {
+    buf: Vec<u8>,
+}
+
+impl CreateInput {
+    /// Adds one write. Returns the complete object when this write completes one, None while
+    /// it is incomplete. A refused write clears what was accumulated, so that the rest of a
+    /// broken object is refused too rather than glued to the next attempt.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
+        if self.buf.len() + data.len() > MAX_CREATE_BYTES {
+            self.buf.clear();
+            return Err(FsError::new(
+                libc::EFBIG,
+                format!(".create takes one JSON object of at most {MAX_CREATE_BYTES} bytes"),
+            ));
+        }
+        self.buf.extend_from_slice(data);
+        let result = self.parse();
+        if !matches!(result, Ok(None)) {
+            self.buf.clear();
+        }
+        result
+    }
+
+    fn parse(&self) -> Result<Option<Vec<u8>>, FsError> {
+        let Some(start) = self.buf.iter().position(|b| !b.is_ascii_whitespace()) else {
+            return Ok(None);
+        };
+        if self.buf[start] != b'{' {
+            return Err(invalid("expected one JSON object, starting with '{'"));
+        }
+        let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<IgnoredAny>();
+        match stream.next() {
+            None => Ok(None),
+            Some(Err(e)) if e.is_eof() => Ok(None),
+            Some(Err(e)) => Err(invalid(&format!("invalid JSON: {e}"))),
+            Some(Ok(_)) => {
+                let end = stream.byte_offset();
+                if self.buf[end..].iter().any(|b| !b.is_ascii_whitespace()) {
+                    return Err(invalid(
+                        "one JSON object per .create write sequence; found more after it",
+                    ));
+                }
+                Ok(Some(self.buf[..end].to_vec()))
+            }
+        }
+    }
+
+    /// Whether something other than blanks was written and never completed.
+    pub fn has_leftover(&self) -> bool {
+        self.buf.iter().any(|b| !b.is_ascii_whitespace())
+    }
+}
+
+fn invalid(reason: &str) -> FsError {
+    FsError::new(libc::EINVAL, format!(".create: {reason}"))
+}
+
+/// A description being edited through one open file: an ordinary small file in memory.
+///
+/// A refused write discards the whole edit (the truncation that `>` did before it
+/// included): a refused operation changes nothing, so `echo TOO-LONG > description` keeps the
+/// old text rather than leaving it empty.
+///
+/// The shell flushes before it writes (`echo x > f` dups the new descriptor onto stdout and
+/// closes the original), so a flush commits only once something was written; a truncation
+/// alone (`: > f`) is committed at close.
+#[derive(Debug)]
+pub struct TextInput {
+    text: Vec<u8>,
+    dirty: bool,
+    written: bool,
+    refused: bool,
+}
+
+impl TextInput {
+    /// Starts from the current text, so that `>>` appends and partial overwrites keep the rest.
+    pub fn new(current: Vec<u8>) -> TextInput {
+        TextInput {
+            text: current,
+            dirty: false,
+            written: false,
+            refused: false,
+        }
+    }
+
+    /// Writes at `offset` (at the end for O_APPEND). Larger than a description may be: EFBIG,
+    /// at write time so that the writer sees it.
+    pub fn write(&mut self, offset: u64, data: &[u8], append: bool) -> Result<(), FsError> {
+        let offset = if append {
+            self.text.len()
+        } else {
+            usize::try_from(offset).unwrap_or(usize::MAX)
+        };
+        let end = offset.saturating_add(data.len());
+        if end > MAX_DESCRIPTION_BYTES {
+            self.refuse();
+            return Err(FsError::new(
+                libc::EFBIG,
+                format!("a description holds at most {MAX_DESCRIPTION_BYTES} bytes"),
+            ));
+        }
+        if self.text.len() < end {
+            self.text.resize(end, 0);
+        }
+        self.text[offset..end].copy_from_slice(data);
+        self.dirty = true;
+        self.written = true;
+        Ok(())
+    }
+
+    pub fn truncate(&mut self, size: u64) -> Result<(), FsError> {
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size > MAX_DESCRIPTION_BYTES {
+            self.refuse();
+            return Err(FsError::new(
+                libc::EFBIG,
+                format!("a description holds at most {MAX_DESCRIPTION_BYTES} bytes"),
+            ));
+        }
+        self.text.resize(size, 0);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Marks the edit as refused: nothing of it will be committed.
+    pub fn refuse(&mut self) {
+        self.refused = true;
+    }
+
+    /// The text to commit, if it changed since the last commit and no write was refused; at
+    /// a flush (`closing` false) only once something was written. Taking it clears the marks,
+    /// so a refused commit is reported once, not again at close.
+    pub fn take_pending(&mut self, closing: bool) -> Option<Result<String, FsError>> {
+        if !self.dirty || self.refused || !(closing || self.written) {
+            return None;
+        }
+        self.dirty = false;
+        self.written = false;
+        Some(
+            String::from_utf8(self.text.clone())
+                .map_err(|_| FsError::new(libc::EINVAL, "a description must be UTF-8 text")),
+        )
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_whole_and_split() {
+        let mut c = CreateInput::default();
+        assert_eq!(
+            c.feed(b"{\"name\": \"k\"}\n").unwrap().unwrap(),
+            b"{\"name\": \"k\"}"
+        );
+        assert!(!c.has_leftover());
+        assert_eq!(c.feed(b"{\"na").unwrap(), None);
+        assert!(c.has_leftover());
+        assert_eq!(c.feed(b"me\": \"k\", \"state\"").unwrap(), None);
+        let obj = c.feed(b": \"active\"}").unwrap().unwrap();
+        assert_eq!(obj, b"{\"name\": \"k\", \"state\": \"active\"}");
+        // jq's trailing newline in a write of its own.
+        assert_eq!(c.feed(b"\n").unwrap(), None);
+        assert!(!c.has_leftover());
+    }
+
+    #[test]
+    fn create_split_inside_a_string_escape() {
+        let mut c = CreateInput::default();
+        assert_eq!(c.feed(b"{\"name\": \"a\\").unwrap(), None);
+        assert!(c.feed(b"\"b\"}").unwrap().is_some());
+    }
+
+    #[test]
+    fn create_refusals() {
+        let mut c = CreateInput::default();
+        assert_eq!(c.feed(b"{\"name\": }").unwrap_err().errno, libc::EINVAL);
+        assert!(!c.has_leftover(), "a refusal starts over");
+        assert_eq!(c.feed(b"[1]").unwrap_err().errno, libc::EINVAL);
+        assert_eq!(c.feed(b"name=k").unwrap_err().errno, libc::EINVAL);
+        assert_eq!(c.feed(b"{} {}").unwrap_err().errno, libc::EINVAL);
+        let big = vec![b' '; MAX_CREATE_BYTES + 1];
+        assert_eq!(c.feed(&big).unwrap_err().errno, libc::EFBIG);
+    }
+
+    #[test]
+    fn text_like_a_small_file() {
+        let mut t = TextInput::new(b"hello\n".to_vec());
+        assert!(t.take_pending(true).is_none());
+        t.write(0, b"J", false).unwrap();
+        t.write(99, b"x", true).unwrap();
+        assert_eq!(t.bytes(), b"Jello\nx");
+        t.truncate(0).unwrap();
+        assert!(t.take_pending(false).is_some(), "written: a flush commits");
+        t.truncate(0).unwrap();
+        assert!(
+            t.take_pending(false).is_none(),
+            "only truncated: not at a flush"
+        );
+        t.write(0, b"new\n", false).unwrap();
+        assert_eq!(t.take_pending(false).unwrap().unwrap(), "new\n");
+        assert!(t.take_pending(true).is_none());
+        t.truncate(0).unwrap();
+        assert_eq!(t.take_pending(true).unwrap().unwrap(), "");
+        assert_eq!(
+            t.write(4090, b"0123456789", false).unwrap_err().errno,
+            libc::EFBIG
+        );
+        assert!(
+            t.take_pending(true).is_none(),
+            "a refused write discards the edit"
+        );
+        let mut t = TextInput::new(Vec::new());
+        t.write(4095, b"z", false).unwrap();
+        t.write(0, &[0xff], false).unwrap();
+        assert_eq!(
+            t.take_pending(true).unwrap().unwrap_err().errno,
+            libc::EINVAL
+        );
+    }
+}

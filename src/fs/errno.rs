@@ -1,0 +1,143 @@
+//! The one mapping from the service's errors to the errno a system call returns (the contract's
+//! table in `interface.md`, "Errors"), and errno names for `.errors`.
+
+use crate::keystore::KeystoreError;
+use crate::service::KmsError;
+
+/// The errno for a service error. Exhaustive on purpose: a new error variant must be given its
+/// errno here, not fall into a default.
+pub fn errno_of(e: &KmsError) -> i32 {
+    match e {
+        KmsError::Keystore(k) => keystore_errno(k),
+        KmsError::Quiesced => libc::EROFS,
+        // Decided in open() for every caller, root included: a state that forbids key use.
+        KmsError::KeyUnavailable { .. } => libc::EACCES,
+        KmsError::Invalid(_) => libc::EINVAL,
+        // Unquiescing without a hold is malformed input to `.quiesce`, per the contract.
+        KmsError::NotQuiesced => libc::EINVAL,
+        KmsError::Store(_) | KmsError::Crypto(_) => libc::EIO,
+    }
+}
+
+pub fn keystore_errno(e: &KeystoreError) -> i32 {
+    match e {
+        KeystoreError::InvalidName { .. }
+        | KeystoreError::InvalidTag(_)
+        | KeystoreError::UnknownCipher(_) => libc::EINVAL,
+        KeystoreError::NameTooLong { .. } => libc::ENAMETOOLONG,
+        KeystoreError::GroupNameTaken(_)
+        | KeystoreError::RecordNameTaken { .. }
+        | KeystoreError::TagTaken(_) => libc::EEXIST,
+        KeystoreError::NoSuchGroup(_) | KeystoreError::NoSuchRecord(_) => libc::ENOENT,
+        KeystoreError::TransitionRefused { .. }
+        | KeystoreError::CreationStateRefused(_)
+        // Only imports meet it (the mount's activations demote the current record).
+        | KeystoreError::SecondActive { .. }
+        | KeystoreError::DeleteRefused { .. }
+        | KeystoreError::CipherLocked(_)
+        // Never EXDEV: `mv` would then copy the key into a new record.
+        | KeystoreError::CrossGroupMove => libc::EPERM,
+        KeystoreError::GroupNotEmpty { .. } => libc::ENOTEMPTY,
+        // A description is a small file; larger than it may grow is "file too large".
+        KeystoreError::DescriptionTooLong { .. } => libc::EFBIG,
+        // Only reachable through `.create` with a salt/tag of another cipher: malformed input.
+        KeystoreError::KeyLengthMismatch { .. } => libc::EINVAL,
+    }
+}
+
+/// The symbolic name of an errno, as `.errors` shows it.
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EACCES => "EACCES",
+        libc::EEXIST => "EEXIST",
+        libc::EXDEV => "EXDEV",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::EFBIG => "EFBIG",
+        libc::EROFS => "EROFS",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ENOTEMPTY => "ENOTEMPTY",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        _ => "EUNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keystore::State;
+
+    #[test]
+    fn contract_table() {
+        let cases: Vec<(KmsError, i32)> = vec![
+            (KmsError::Invalid("bad json".into()), libc::EINVAL),
+            (KmsError::NotQuiesced, libc::EINVAL),
+            (KmsError::Quiesced, libc::EROFS),
+            (
+                KmsError::KeyUnavailable {
+                    name: "k".into(),
+                    state: State::Prelive,
+                },
+                libc::EACCES,
+            ),
+            (
+                KeystoreError::TransitionRefused {
+                    name: "k".into(),
+                    from: State::Active,
+                    to: State::Prelive,
+                }
+                .into(),
+                libc::EPERM,
+            ),
+            (KeystoreError::CrossGroupMove.into(), libc::EPERM),
+            (KeystoreError::CipherLocked("g".into()).into(), libc::EPERM),
+            (
+                KeystoreError::GroupNameTaken("g".into()).into(),
+                libc::EEXIST,
+            ),
+            (
+                KeystoreError::GroupNotEmpty {
+                    name: "g".into(),
+                    records: 1,
+                }
+                .into(),
+                libc::ENOTEMPTY,
+            ),
+            (
+                KeystoreError::NameTooLong { len: 300 }.into(),
+                libc::ENAMETOOLONG,
+            ),
+            (
+                KeystoreError::DescriptionTooLong {
+                    len: 5000,
+                    max: 4096,
+                }
+                .into(),
+                libc::EFBIG,
+            ),
+            (
+                KeystoreError::UnknownCipher("x".into()).into(),
+                libc::EINVAL,
+            ),
+            (
+                KeystoreError::NoSuchRecord("ab".into()).into(),
+                libc::ENOENT,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(errno_of(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(errno_name(libc::EROFS), "EROFS");
+        assert_eq!(errno_name(libc::ENAMETOOLONG), "ENAMETOOLONG");
+    }
+}

@@ -1,0 +1,186 @@
+//! Refusals: the errno a call returns, the one log line that explains it, and `.errors`, the
+//! ring of the latest 100 refusals that `tail MOUNT/.errors` shows, one JSON line each.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::errno::{errno_name, errno_of};
+use crate::keystore::Timestamp;
+use crate::service::KmsError;
+
+pub const MAX_ERRORS: usize = 100;
+
+/// Why an operation of the mount failed: the errno for the caller and a one-line reason for
+/// the administrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsError {
+    pub errno: i32,
+    pub reason: String,
+    /// A failure of the daemon (storage, crypto) rather than a refusal of the caller's request.
+    pub internal: bool,
+}
+
+impl FsError {
+    pub fn new(errno: i32, reason: impl Into<String>) -> FsError {
+        FsError {
+            errno,
+            reason: reason.into(),
+            internal: false,
+        }
+    }
+
+    pub fn not_found() -> FsError {
+        FsError::new(libc::ENOENT, "no such file or directory")
+    }
+}
+
+impl From<KmsError> for FsError {
+    fn from(e: KmsError) -> FsError {
+        let errno = errno_of(&e);
+        FsError {
+            errno,
+            reason: e.to_string(),
+            internal: matches!(e, KmsError::Store(_) | KmsError::Crypto(_)),
+        }
+    }
+}
+
+/// Who asked, for the log and `.errors`.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: u32,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    uid: u32,
+    pid: u32,
+    process: Option<String>,
+    path: &'a str,
+    operation: &'a str,
+    errno: &'static str,
+    reason: &'a str,
+}
+
+/// The process name of `pid`, from `/proc/PID/comm`; None once the process is gone.
+fn process_name(pid: u32) -> Option<String> {
+    if pid == 0 {
+        return None;
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end_matches('\n').to_string())
+}
+
+#[derive(Default)]
+pub struct ErrorRing {
+    inner: Mutex<Ring>,
+}
+
+#[derive(Default)]
+struct Ring {
+    lines: VecDeque<String>,
+    bytes: usize,
+}
+
+impl ErrorRing {
+    /// Logs the refusal in one line and appends it to the ring.
+    pub fn record(&self, caller: Caller, path: &str, operation: &str, err: &FsError) {
+        let process = process_name(caller.pid);
+        let who = process.as_deref().unwrap_or("?");
+        let name = errno_name(err.errno);
+        if err.internal {
+            log::error!(
+                "{operation} {path} failed ({name}) for uid {} pid {} ({who}): {}",
+                caller.uid,
+                caller.pid,
+                err.reason
+            );
+        } else {
+            log::warn!(
+                "{operation} {path} refused ({name}) for uid {} pid {} ({who}): {}",
+                caller.uid,
+                caller.pid,
+                err.reason
+            );
+        }
+        let line = Line {
+            time: Timestamp::now().to_rfc3339(),
+            uid: caller.uid,
+            pid: caller.pid,
+            process,
+            path,
+            operation,
+            errno: name,
+            reason: &err.reason,
+        };
+        let mut text = serde_json::to_string(&line).unwrap_or_default();
+        text.push('\n');
+        self.push(text);
+    }
+
+    fn push(&self, line: String) {
+        let Ok(mut ring) = self.inner.lock() else {
+            return;
+        };
+        ring.bytes += line.len();
+        ring.lines.push_back(line);
+        while ring.lines.len() > MAX_ERRORS {
+            if let Some(old) = ring.lines.pop_front() {
+                ring.bytes -= old.len();
+            }
+        }
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.inner.lock().map(|r| r.bytes).unwrap_or(0)
+    }
+
+    pub fn contents(&self) -> Vec<u8> {
+        let Ok(ring) = self.inner.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(ring.bytes);
+        for l in &ring.lines {
+            out.extend_from_slice(l.as_bytes());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_latest_hundred() {
+        let ring = ErrorRing::default();
+        let caller = Caller {
+            uid: 0,
+            pid: std::process::id(),
+        };
+        for i in 0..150 {
+            ring.record(
+                caller,
+                &format!("/m/g/k{i}/state"),
+                "write",
+                &FsError::new(libc::EPERM, format!("reason {i}")),
+            );
+        }
+        let text = String::from_utf8(ring.contents()).unwrap();
+        assert_eq!(text.len(), ring.len_bytes());
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), MAX_ERRORS);
+        let last: serde_json::Value = serde_json::from_str(lines[99]).unwrap();
+        assert_eq!(last["reason"], "reason 149");
+        assert_eq!(last["errno"], "EPERM");
+        assert_eq!(last["operation"], "write");
+        assert_eq!(last["path"], "/m/g/k149/state");
+        assert!(last["process"].is_string());
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(first["reason"], "reason 50");
+    }
+}

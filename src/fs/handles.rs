@@ -1,0 +1,96 @@
+//! Open files: what each file handle reads and what its writes have accumulated.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::control::{CreateInput, TextInput};
+use super::inode::Node;
+use crate::crypto::KeyMaterial;
+
+/// What reads of a handle return: a snapshot taken at open(), so that one `cat` sees one
+/// consistent version even when it takes several reads.
+pub enum Readable {
+    Plain(Vec<u8>),
+    /// Key bytes, wiped when the handle is released.
+    Secret(KeyMaterial),
+}
+
+impl Readable {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Readable::Plain(v) => v,
+            Readable::Secret(k) => k.expose(),
+        }
+    }
+}
+
+pub enum Input {
+    /// Opened read-only.
+    None,
+    /// `state`, `.quiesce`, `.cipher`: each write is applied at once.
+    Command,
+    Create(CreateInput),
+    Text(TextInput),
+}
+
+pub struct Handle {
+    pub node: Node,
+    pub readable: Readable,
+    pub input: Input,
+}
+
+impl Handle {
+    /// A description open for writing reads back what this handle has written so far.
+    pub fn read_bytes(&self) -> &[u8] {
+        match &self.input {
+            Input::Text(t) => t.bytes(),
+            _ => self.readable.bytes(),
+        }
+    }
+}
+
+/// Handles are locked one by one, never the table during a service call, so that a slow
+/// `.create` (a passphrase KDF) holds up no other open file. The node of each handle is kept
+/// beside it, readable without waiting for the handle's lock.
+#[derive(Default)]
+pub struct Handles {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Open>>,
+}
+
+/// One open file: its node (readable without the handle's lock) and its handle.
+type Open = (Node, Arc<Mutex<Handle>>);
+
+impl Handles {
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(fh, (h.node.clone(), Arc::new(Mutex::new(h))));
+        }
+        fh
+    }
+
+    pub fn get(&self, fh: u64) -> Option<Arc<Mutex<Handle>>> {
+        self.open.lock().ok()?.get(&fh).map(|(_, h)| h.clone())
+    }
+
+    pub fn node(&self, fh: u64) -> Option<Node> {
+        self.open.lock().ok()?.get(&fh).map(|(n, _)| n.clone())
+    }
+
+    pub fn remove(&self, fh: u64) -> Option<Arc<Mutex<Handle>>> {
+        self.open.lock().ok()?.remove(&fh).map(|(_, h)| h)
+    }
+
+    /// The handles open on `node` (a scan: there are only as many as open files).
+    pub fn open_on(&self, node: &Node) -> Vec<Arc<Mutex<Handle>>> {
+        let Ok(open) = self.open.lock() else {
+            return Vec::new();
+        };
+        open.values()
+            .filter(|(n, _)| n == node)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+}
