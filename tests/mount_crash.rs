@@ -4,11 +4,27 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn start_daemon(data: &Path, mnt: &Path) -> Child {
+/// Stops the daemon (SIGKILL) and detaches its mount when the test ends, passed or not.
+struct Daemon {
+    child: Child,
+    mnt: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            detach(&self.mnt);
+        }
+    }
+}
+
+fn start_daemon(data: &Path, mnt: &Path) -> Daemon {
     let child = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
         .args(["mount", "--data-dir"])
         .arg(data)
@@ -18,8 +34,12 @@ fn start_daemon(data: &Path, mnt: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("start kmsfs mount");
+    let daemon = Daemon {
+        child,
+        mnt: mnt.to_path_buf(),
+    };
     common::wait_for(&mnt.join(".status"), true);
-    child
+    daemon
 }
 
 /// After a SIGKILL the kernel keeps a dead mount ("transport endpoint is not connected").
@@ -60,8 +80,8 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_change() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(150 + 70 * round));
-        daemon.kill().unwrap();
-        daemon.wait().unwrap();
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
         writer.wait().unwrap();
         detach(&mnt);
         daemon = start_daemon(&data, &mnt);
@@ -100,7 +120,7 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_change() {
         }
     }
     Command::new("umount").arg(&mnt).status().unwrap();
-    let status = daemon.wait().unwrap();
+    let status = daemon.child.wait().unwrap();
     assert!(
         status.success(),
         "the daemon exits 0 after umount: {status}"
