@@ -23,10 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kmsfs::crypto::KeyMaterial;
-use kmsfs::keystore::{Change, Cipher, GroupTag, KeyTag, Name, State, Timestamp, WrappedKey};
+use kmsfs::keystore::KeyTag;
 use kmsfs::service::Kms;
-use kmsfs::store::{self, Access, Store};
+
+#[path = "support/mod.rs"]
+mod support;
 
 const GROUP: &str = "pool";
 
@@ -102,11 +103,6 @@ fn fmt_count(x: f64) -> String {
 // ---------------------------------------------------------------------------------------------
 // Timing
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// Times `a` and `b` alternately, `samples` times each; returns both medians.
 fn paired(samples: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
     let (mut ta, mut tb) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
@@ -118,7 +114,7 @@ fn paired(samples: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration
         b();
         tb.push(t.elapsed());
     }
-    (median(ta), median(tb))
+    (support::median(ta), support::median(tb))
 }
 
 fn ls_l(dir: &Path) {
@@ -189,49 +185,6 @@ fn all_cpus() -> Vec<usize> {
 // ---------------------------------------------------------------------------------------------
 // The two trees
 
-/// A keystore of `records` records in one group, written as one snapshot (fast to build;
-/// from bench_store.rs). Record `active` is created active, the rest prelive. Returns the
-/// records' names and key tags.
-fn build(dir: &Path, records: usize, active: usize) -> Vec<(String, String)> {
-    store::init(dir, Default::default()).unwrap();
-    let (mut st, mut ks, kpk, _) = Store::open(dir, Access::ReadWrite).unwrap();
-    let g = GroupTag::random();
-    let at = Timestamp::now();
-    ks.apply(&Change::CreateGroup {
-        tag: g.clone(),
-        name: Name::parse(GROUP).unwrap(),
-        cipher: Cipher::Aes256,
-        description: String::new(),
-        at,
-    })
-    .unwrap();
-    let mut out = Vec::with_capacity(records);
-    for i in 0..records {
-        let tag = KeyTag::random();
-        let key = KeyMaterial::random(32);
-        let name = format!("record-{i:06}");
-        out.push((name.clone(), tag.as_str().to_string()));
-        ks.apply(&Change::CreateRecord {
-            wrapped_key: WrappedKey(kpk.wrap(&key, tag.as_str())),
-            tag,
-            group: g.clone(),
-            name: Name::parse(&name).unwrap(),
-            state: if i == active {
-                State::Active
-            } else {
-                State::Prelive
-            },
-            description: "a typical description of a key".into(),
-            key_len: 32,
-            derivation: None,
-            at,
-        })
-        .unwrap();
-    }
-    st.compact(&ks).unwrap();
-    out
-}
-
 /// The same directories and files as the mount (a group of records, each with
 /// record.json, state, description and a 0400 key, and `.by-tag` symlinks) on tmpfs. Every
 /// record.json holds the bytes of one record.json read from the mount (same size); the
@@ -239,7 +192,7 @@ fn build(dir: &Path, records: usize, active: usize) -> Vec<(String, String)> {
 fn build_baseline(
     root: &Path,
     mount_group: &Path,
-    records: &[(String, String)],
+    records: &[(String, KeyTag)],
     json: &[u8],
     description: &[u8],
 ) {
@@ -273,7 +226,7 @@ fn build_baseline(
         let key = dir.join("key");
         fs::write(&key, rand::random::<[u8; 32]>()).unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
-        symlink(format!("../{GROUP}/{name}"), by_tag.join(tag)).unwrap();
+        symlink(format!("../{GROUP}/{name}"), by_tag.join(tag.as_str())).unwrap();
     }
 }
 
@@ -401,7 +354,7 @@ struct Setup {
 fn setup(work: &Path, baseline: &Path, n: usize) -> Setup {
     let data = work.join(format!("ks{n}"));
     let target = n / 2;
-    let records = build(&data, n, target);
+    let (_, records) = support::build_keystore(&data, GROUP, n, Some(target));
     let kms = Kms::open(&data).unwrap();
     let mnt = work.join(format!("mnt{n}"));
     fs::create_dir(&mnt).unwrap();

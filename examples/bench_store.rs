@@ -9,15 +9,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kmsfs::crypto::KeyMaterial;
-use kmsfs::keystore::{Change, Cipher, GroupTag, KeyTag, Name, State, Timestamp, WrappedKey};
 use kmsfs::service::Kms;
-use kmsfs::store::{self, Access, InitOptions, Store};
+use kmsfs::store::{Access, Store};
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
+#[path = "support/mod.rs"]
+mod support;
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
@@ -41,41 +37,7 @@ fn raw_append(dir: &Path, samples: usize) -> Duration {
         })
         .collect();
     std::fs::remove_file(path).unwrap();
-    median(times)
-}
-
-/// A keystore of `records` records in one group, written as one snapshot (fast to build).
-fn build(dir: &Path, records: usize) -> GroupTag {
-    store::init(dir, InitOptions::default()).unwrap();
-    let (mut st, mut ks, kpk, _) = Store::open(dir, Access::ReadWrite).unwrap();
-    let g = GroupTag::random();
-    let at = Timestamp::now();
-    ks.apply(&Change::CreateGroup {
-        tag: g.clone(),
-        name: Name::parse("pool").unwrap(),
-        cipher: Cipher::Aes256,
-        description: String::new(),
-        at,
-    })
-    .unwrap();
-    for i in 0..records {
-        let tag = KeyTag::random();
-        let key = KeyMaterial::random(32);
-        ks.apply(&Change::CreateRecord {
-            wrapped_key: WrappedKey(kpk.wrap(&key, tag.as_str())),
-            tag,
-            group: g.clone(),
-            name: Name::parse(&format!("record-{i:06}")).unwrap(),
-            state: State::Prelive,
-            description: "a typical description of a key".into(),
-            key_len: 32,
-            derivation: None,
-            at,
-        })
-        .unwrap();
-    }
-    st.compact(&ks).unwrap();
-    g
+    support::median(times)
 }
 
 fn main() {
@@ -96,7 +58,7 @@ fn main() {
     );
     for records in [0usize, 1_000, 10_000, 100_000] {
         let dir = work.path().join(format!("ks{records}"));
-        let g = build(&dir, records);
+        let (g, _) = support::build_keystore(&dir, "pool", records, None);
         let t = Instant::now();
         let kms = Kms::open(&dir).unwrap();
         let open = t.elapsed();
@@ -111,7 +73,7 @@ fn main() {
                 t.elapsed()
             })
             .collect();
-        let change = median(times);
+        let change = support::median(times);
         drop(kms);
         let (mut st, ks, _, _) = Store::open(&dir, Access::ReadWrite).unwrap();
         let t = Instant::now();
