@@ -7,6 +7,7 @@
 //! - Descriptions: small ordinary files, committed on flush or close.
 
 use serde::de::IgnoredAny;
+use zeroize::Zeroizing;
 
 use super::errors::FsError;
 use crate::keystore::MAX_DESCRIPTION_BYTES;
@@ -21,16 +22,31 @@ pub fn command_text(data: &[u8]) -> Result<&str, FsError> {
 pub const MAX_CREATE_BYTES: usize = 64 * 1024;
 
 /// The JSON accumulated by one open `.create`.
-#[derive(Default, Debug)]
+/// The object may hold a passphrase: the buffer is wiped when dropped, and is allocated at its
+/// full size up front so that growing it never leaves an unwiped copy behind.
 pub struct CreateInput {
-    buf: Vec<u8>,
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl Default for CreateInput {
+    fn default() -> Self {
+        CreateInput {
+            buf: Zeroizing::new(Vec::with_capacity(MAX_CREATE_BYTES)),
+        }
+    }
+}
+
+impl std::fmt::Debug for CreateInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CreateInput({} bytes)", self.buf.len())
+    }
 }
 
 impl CreateInput {
     /// Adds one write. Returns the complete object when this write completes one, None while
     /// it is incomplete. A refused write clears what was accumulated, so that the rest of a
     /// broken object is refused too rather than glued to the next attempt.
-    pub fn feed(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, FsError> {
         if self.buf.len() + data.len() > MAX_CREATE_BYTES {
             self.buf.clear();
             return Err(FsError::new(
@@ -46,7 +62,7 @@ impl CreateInput {
         result
     }
 
-    fn parse(&self) -> Result<Option<Vec<u8>>, FsError> {
+    fn parse(&self) -> Result<Option<Zeroizing<Vec<u8>>>, FsError> {
         let Some(start) = self.buf.iter().position(|b| !b.is_ascii_whitespace()) else {
             return Ok(None);
         };
@@ -65,7 +81,7 @@ impl CreateInput {
                         "one JSON object per .create write sequence; found more after it",
                     ));
                 }
-                Ok(Some(self.buf[..end].to_vec()))
+                Ok(Some(Zeroizing::new(self.buf[..end].to_vec())))
             }
         }
     }
@@ -180,7 +196,7 @@ mod tests {
     fn create_whole_and_split() {
         let mut c = CreateInput::default();
         assert_eq!(
-            c.feed(b"{\"name\": \"k\"}\n").unwrap().unwrap(),
+            &c.feed(b"{\"name\": \"k\"}\n").unwrap().unwrap()[..],
             b"{\"name\": \"k\"}"
         );
         assert!(!c.has_leftover());
@@ -188,7 +204,7 @@ mod tests {
         assert!(c.has_leftover());
         assert_eq!(c.feed(b"me\": \"k\", \"state\"").unwrap(), None);
         let obj = c.feed(b": \"active\"}").unwrap().unwrap();
-        assert_eq!(obj, b"{\"name\": \"k\", \"state\": \"active\"}");
+        assert_eq!(&obj[..], b"{\"name\": \"k\", \"state\": \"active\"}");
         // jq's trailing newline in a write of its own.
         assert_eq!(c.feed(b"\n").unwrap(), None);
         assert!(!c.has_leftover());
