@@ -264,3 +264,66 @@ fn compaction_keeps_everything() {
     drop(ks);
     assert_eq!(kms.unwrap_key(&t).unwrap().expose(), &key[..]);
 }
+
+/// Runs `kmsfs ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
+fn on_a_terminal(args: &str, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} {args}", env!("CARGO_BIN_EXE_kmsfs")),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn init_asks_for_passphrases_on_a_terminal() {
+    let (tmp, dir) = fresh_dir();
+    let out = on_a_terminal(
+        &format!("init --data-dir {}", dir.display()),
+        "typed words\ntyped words\n\n",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("HMK passphrase (empty for a random key)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(from a passphrase)") && text.contains("(random)"),
+        "{text}"
+    );
+    // The HMK really came from what was typed: regenerate rebuilds the same file from it.
+    let hmk = std::fs::read(dir.join("KMS_HMKF")).unwrap();
+    std::fs::remove_file(dir.join("KMS_HMKF")).unwrap();
+    let pw = tmp.path().join("pw");
+    std::fs::write(&pw, "typed words\n").unwrap();
+    let o = kmsfs()
+        .args(["regenerate", "--data-dir"])
+        .arg(&dir)
+        .arg("--hmk-passphrase-file")
+        .arg(&pw)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(dir.join("KMS_HMKF")).unwrap(), hmk);
+
+    // Two different answers: refused, nothing written.
+    let (_tmp2, dir2) = fresh_dir();
+    let out = on_a_terminal(&format!("init --data-dir {}", dir2.display()), "one\ntwo\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("differ"));
+    assert!(!dir2.join("KMS_DATA").exists());
+}
