@@ -33,8 +33,13 @@ impl Kms {
         if inner.freeze.is_frozen() {
             return Err(KmsError::Quiesced);
         }
-        inner.store.compact(&next)?;
-        inner.ks = next;
-        Ok(())
+        let before = inner.store.header().file_id.clone();
+        let result = inner.store.compact(&next);
+        // A failure after the rename (the directory's fsync) leaves the new file in place:
+        // memory must follow the disk even though the error is reported.
+        if result.is_ok() || inner.store.header().file_id != before {
+            inner.ks = next;
+        }
+        Ok(result?)
     }
 }

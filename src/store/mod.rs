@@ -324,20 +324,18 @@ impl Store {
         let mut header = self.header.clone();
         header.file_id = file_id();
         let bytes = datafile::encode_file(&self.hmk, &header, ks);
-        durable::write_atomically(&self.dir, DATA_FILE, &bytes, FILE_MODE)
+        let (data, dir_synced) = durable::replace_file(&self.dir, DATA_FILE, &bytes, FILE_MODE)
             .map_err(StoreError::io(format!("cannot rewrite {DATA_FILE}")))?;
-        let data = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.dir.join(DATA_FILE))
-            .map_err(StoreError::io(format!("cannot reopen {DATA_FILE}")))?;
+        // From the rename on, appends must go to the new file, whatever happens next.
         let parsed = datafile::decode_header(&bytes).expect("just encoded");
         self.data = data;
         self.digest = parsed.digest;
         self.header = header;
         self.len = bytes.len() as u64;
         self.next_seq = 1;
-        Ok(())
+        dir_synced.map_err(StoreError::io(
+            "cannot sync the data directory after compaction",
+        ))
     }
 
     /// The backup freeze: everything is already durable (each append was synced); removing
