@@ -327,3 +327,15 @@ fn init_asks_for_passphrases_on_a_terminal() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("differ"));
     assert!(!dir2.join("KMS_DATA").exists());
 }
+
+#[test]
+fn a_dropped_keystore_can_be_reopened_at_once() {
+    // The lease timer must never be what keeps a dropped keystore (and its lock) alive.
+    let (_tmp, dir) = fresh_dir();
+    store::init(&dir, InitOptions::default()).unwrap();
+    for _ in 0..50 {
+        let kms = Kms::open(&dir).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(7));
+        drop(kms);
+    }
+}

@@ -15,6 +15,7 @@ pub use status::to_json_line;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,10 @@ pub struct Kms {
     /// Immutable for the life of the process, so it lives outside the lock.
     kpk: Kpk,
     data_dir: PathBuf,
+    /// Leased holds, for the timer to read without taking a reference to the service: a
+    /// timer that held one at the wrong moment would keep the keystore (and its lock) alive
+    /// after its owner dropped it.
+    leased: Arc<AtomicUsize>,
 }
 
 /// A read view of the keystore; hold it briefly (writers wait for it).
@@ -61,8 +66,9 @@ impl Kms {
             }),
             kpk,
             data_dir: data_dir.to_path_buf(),
+            leased: Arc::new(AtomicUsize::new(0)),
         });
-        spawn_lease_timer(Arc::downgrade(&kms));
+        spawn_lease_timer(Arc::downgrade(&kms), kms.leased.clone());
         Ok(kms)
     }
 
@@ -299,6 +305,7 @@ impl Kms {
                     }
                 }
                 inner.freeze.add(lease, Instant::now(), Timestamp::now());
+                self.leased.store(inner.freeze.leased(), Ordering::Release);
                 log::info!(
                     "quiesced ({} hold(s){})",
                     inner.freeze.status().holds,
@@ -309,6 +316,7 @@ impl Kms {
             }
             QuiesceCommand::Unquiesce => {
                 inner.freeze.release()?;
+                self.leased.store(inner.freeze.leased(), Ordering::Release);
                 if !inner.freeze.is_frozen() {
                     inner.store.thaw()?;
                     log::info!("unquiesced: changes resume");
@@ -322,6 +330,7 @@ impl Kms {
     fn expire_leases(&self) {
         let mut inner = self.write();
         let lapsed = inner.freeze.expire(Instant::now());
+        self.leased.store(inner.freeze.leased(), Ordering::Release);
         if lapsed > 0 {
             log::error!(
                 "{lapsed} quiesce lease(s) lapsed without unquiesce: did a backup job die? {} hold(s) remain",
@@ -366,11 +375,17 @@ impl Kms {
 
 /// Wakes often enough that a lease lapses within a fraction of a second of its time; stops
 /// when the service is dropped.
-fn spawn_lease_timer(kms: Weak<Kms>) {
+fn spawn_lease_timer(kms: Weak<Kms>, leased: Arc<AtomicUsize>) {
     let _ = std::thread::Builder::new()
         .name("kmsfs-leases".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_millis(250));
+            if kms.strong_count() == 0 {
+                return;
+            }
+            if leased.load(Ordering::Acquire) == 0 {
+                continue;
+            }
             match kms.upgrade() {
                 Some(k) => k.expire_leases(),
                 None => return,

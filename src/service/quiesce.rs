@@ -114,6 +114,10 @@ impl Freeze {
         before - self.holds.len()
     }
 
+    pub fn leased(&self) -> usize {
+        self.holds.iter().filter(|h| h.lease.is_some()).count()
+    }
+
     pub fn status(&self) -> FreezeStatus {
         FreezeStatus {
             quiesced: self.is_frozen(),

@@ -353,12 +353,14 @@ impl Store {
         Ok(())
     }
 
+    /// Ends the freeze. Appends are allowed again even if a file's mode cannot be restored:
+    /// the daemon writes through its open descriptor, and the error is still reported.
     pub fn thaw(&mut self) -> Result<(), StoreError> {
+        self.frozen = false;
         for f in BACKUP_SET {
             durable::set_mode(&self.dir.join(f), FILE_MODE)
                 .map_err(StoreError::io(format!("cannot chmod {f}")))?;
         }
-        self.frozen = false;
         Ok(())
     }
 }
