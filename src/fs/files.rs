@@ -2,6 +2,7 @@
 //! means (see `control.rs` for how writes to control files are understood).
 
 use fuser::FopenFlags;
+use zeroize::Zeroizing;
 
 use super::attr;
 use super::content;
@@ -95,7 +96,8 @@ impl Core {
         Ok((fh, FopenFlags::FOPEN_DIRECT_IO))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    /// The copy may hold key bytes: it is wiped once the reply has been sent.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Zeroizing<Vec<u8>>, FsError> {
         let h = self.handles.get(fh).ok_or_else(bad_handle)?;
         let h = h.lock().map_err(|_| bad_handle())?;
         let bytes = h.read_bytes();
@@ -103,7 +105,7 @@ impl Core {
             .unwrap_or(usize::MAX)
             .min(bytes.len());
         let end = start.saturating_add(size as usize).min(bytes.len());
-        Ok(bytes[start..end].to_vec())
+        Ok(Zeroizing::new(bytes[start..end].to_vec()))
     }
 
     /// Applies a write. Command files and `.create` act here, so that the caller's `write()`
