@@ -1,7 +1,5 @@
 //! The `.create` request: one JSON object that makes a record in one step.
 
-use serde::Deserialize;
-
 use super::KmsError;
 use crate::crypto::Passphrase;
 use crate::keystore::State;
@@ -32,20 +30,43 @@ impl NewRecord {
         }
     }
 
+    /// Parses the object written to `.create`. Refusals name the field at fault but never
+    /// echo a value: the object may carry a passphrase, and the reason reaches the log and
+    /// `.errors`.
     pub fn parse_create_json(bytes: &[u8]) -> Result<NewRecord, KmsError> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Request {
-            name: String,
-            state: Option<String>,
-            description: Option<String>,
-            passphrase: Option<String>,
-            salt: Option<String>,
-            tag: Option<String>,
+        const FIELDS: [&str; 6] = ["name", "state", "description", "passphrase", "salt", "tag"];
+        // Syntax errors from serde_json say where, never what: safe to pass on.
+        let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    KmsError::Invalid("bad .create JSON: expected one JSON object".into())
+                }
+                _ => KmsError::Invalid(format!("bad .create JSON: {e}")),
+            })?;
+        if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(KmsError::Invalid(format!(
+                "unknown field {unknown:?} in .create (expected {})",
+                FIELDS.join(", ")
+            )));
         }
-        let req: Request = serde_json::from_slice(bytes)
-            .map_err(|e| KmsError::Invalid(format!("bad .create JSON: {e}")))?;
-        let state = match req.state.as_deref() {
+        // Moved out, not copied: the passphrase leaves no second copy behind.
+        let mut text = |field: &str| -> Result<Option<String>, KmsError> {
+            match object.remove(field) {
+                None => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(KmsError::Invalid(format!(
+                    "field {field:?} of .create must be a string"
+                ))),
+            }
+        };
+        let name = text("name")?
+            .ok_or_else(|| KmsError::Invalid("missing field \"name\" in .create".into()))?;
+        let state = text("state")?;
+        let description = text("description")?;
+        let passphrase = text("passphrase")?.map(Passphrase::new);
+        let salt = text("salt")?;
+        let tag = text("tag")?;
+        let state = match state.as_deref() {
             None => State::Prelive,
             Some(word) => match word.parse::<State>() {
                 Ok(s) if s.may_be_created_in() => s,
@@ -56,27 +77,27 @@ impl NewRecord {
                 }
             },
         };
-        if req.passphrase.as_deref() == Some("") {
+        if passphrase.as_ref().is_some_and(|p| p.expose().is_empty()) {
             return Err(KmsError::Invalid("the passphrase is empty".into()));
         }
-        if req.passphrase.is_none() && (req.salt.is_some() || req.tag.is_some()) {
+        if passphrase.is_none() && (salt.is_some() || tag.is_some()) {
             return Err(KmsError::Invalid(
                 "\"salt\" and \"tag\" recover a passphrase-derived key: give \"passphrase\" too"
                     .into(),
             ));
         }
-        if req.tag.is_some() && req.salt.is_none() {
+        if tag.is_some() && salt.is_none() {
             return Err(KmsError::Invalid(
                 "re-creating a record by \"tag\" needs its \"salt\" too".into(),
             ));
         }
         Ok(NewRecord {
-            name: req.name,
+            name,
             state,
-            description: req.description.unwrap_or_default(),
-            passphrase: req.passphrase.map(Passphrase::new),
-            salt_hex: req.salt,
-            tag: req.tag,
+            description: description.unwrap_or_default(),
+            passphrase,
+            salt_hex: salt,
+            tag,
         })
     }
 }
@@ -84,6 +105,27 @@ impl NewRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_never_echo_a_value() {
+        for bad in [
+            &br#"{"name":"k","passphrase":123456}"#[..],
+            br#"{"name":"k","passphrase":["123456"]}"#,
+            br#"{"name":"k","passphrase":{"p":"123456"}}"#,
+            br#"{"name":123456}"#,
+            br#"{"123456":"x"}"#,
+        ] {
+            let e = NewRecord::parse_create_json(bad).unwrap_err().to_string();
+            // The unknown-field case names the field, which is not a value.
+            if !e.contains("unknown field") {
+                assert!(!e.contains("123456"), "{e}");
+            }
+            assert!(matches!(
+                NewRecord::parse_create_json(bad),
+                Err(KmsError::Invalid(_))
+            ));
+        }
+    }
 
     #[test]
     fn parses_and_refuses() {
