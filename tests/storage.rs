@@ -330,9 +330,21 @@ fn init_asks_for_passphrases_on_a_terminal() {
 
 #[test]
 fn a_dropped_keystore_can_be_reopened_at_once() {
-    // The lease timer must never be what keeps a dropped keystore (and its lock) alive.
+    // The lease timer must never be what keeps a dropped keystore (and its lock) alive: with
+    // no lease it never holds a reference at all, which a tight watch over several of its
+    // 250 ms ticks would catch.
     let (_tmp, dir) = fresh_dir();
     store::init(&dir, InitOptions::default()).unwrap();
+    let kms = Kms::open(&dir).unwrap();
+    let watch = std::time::Instant::now();
+    while watch.elapsed() < std::time::Duration::from_millis(800) {
+        assert_eq!(
+            std::sync::Arc::strong_count(&kms),
+            1,
+            "something else holds the keystore"
+        );
+    }
+    drop(kms);
     for _ in 0..50 {
         let kms = Kms::open(&dir).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(7));
