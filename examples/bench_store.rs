@@ -63,7 +63,10 @@ fn main() {
         let kms = Kms::open(&dir).unwrap();
         let open = t.elapsed();
         let tag = kms
-            .create_record(&g, kmsfs::service::NewRecord::prelive("bench"))
+            .create_record(
+                &g,
+                kmsfs::service::NewRecord::prelive(kmsfs::keystore::Name::parse("bench").unwrap()),
+            )
             .unwrap();
         let baseline = raw_append(&dir, samples);
         let times = (0..samples)

@@ -1,4 +1,19 @@
 //! kmsfs: a key management service mounted as a file system.
+//!
+//! - `keystore`: the core (groups, records, the lifecycle), no I/O.
+//! - `crypto`, `store`: the key hierarchy and the three files of a data directory.
+//! - `service`: the one path every change takes (checked, durable, applied).
+//! - `fs`: the mount; `transfer`: export and import; `cli`: the subcommands.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![deny(unused_must_use)]
+#![warn(
+    missing_debug_implementations,
+    rust_2018_idioms,
+    clippy::dbg_macro,
+    clippy::todo,
+    clippy::unwrap_used
+)]
 
 pub mod cli;
 pub mod crypto;

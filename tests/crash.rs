@@ -24,10 +24,10 @@ fn writer(dir: &Path) -> ! {
     let start = kms.read().record_count();
     let mut out = std::io::stdout();
     for i in start.. {
-        let mut req = NewRecord::prelive(&format!("r{i}"));
+        let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse(&format!("r{i}")).unwrap());
         req.description = "x".repeat(i % 700);
         let t = kms.create_record(&g, req).unwrap();
-        kms.set_state(&t, "active").unwrap();
+        kms.set_state(&t, "active".parse().unwrap()).unwrap();
         use std::io::Write;
         writeln!(out, "ACK {i} {t}").unwrap();
         out.flush().unwrap();
@@ -50,7 +50,10 @@ fn sigkill_mid_write_loses_no_acknowledged_change() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     store::init(&dir, InitOptions::default()).unwrap();
-    Kms::open(&dir).unwrap().create_group("pool").unwrap();
+    Kms::open(&dir)
+        .unwrap()
+        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
     let mut acked: Vec<String> = Vec::new();
     for round in 0..12 {
         let mut child = Command::new(std::env::current_exe().unwrap())

@@ -84,7 +84,7 @@ fn seen(dir: &Path) -> BTreeMap<KeyTag, Seen> {
 
 fn record(kms: &Kms, group: &str, name: &str, state: &str, description: &str) -> KeyTag {
     let g = kms.read().group_by_name(group).unwrap().tag.clone();
-    let mut req = NewRecord::prelive(name);
+    let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse(name).unwrap());
     req.description = description.into();
     let t = kms.create_record(&g, req).unwrap();
     let path: &[&str] = match state {
@@ -96,7 +96,7 @@ fn record(kms: &Kms, group: &str, name: &str, state: &str, description: &str) ->
         other => panic!("{other}"),
     };
     for s in path {
-        kms.set_state(&t, s).unwrap();
+        kms.set_state(&t, s.parse().unwrap()).unwrap();
     }
     t
 }
@@ -106,10 +106,15 @@ fn record(kms: &Kms, group: &str, name: &str, state: &str, description: &str) ->
 fn populated(dir: &Path, derived: bool) {
     store::init(dir, InitOptions::default()).unwrap();
     let kms = Kms::open(dir).unwrap();
-    let pool = kms.create_group("pool").unwrap();
+    let pool = kms
+        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
     kms.describe_group(&pool, "pool: nightly backups").unwrap();
-    let legacy = kms.create_group("legacy").unwrap();
-    kms.set_group_cipher(&legacy, "AES_128").unwrap();
+    let legacy = kms
+        .create_group(kmsfs::keystore::Name::parse("legacy").unwrap())
+        .unwrap();
+    kms.set_group_cipher(&legacy, "AES_128".parse().unwrap())
+        .unwrap();
     kms.describe_group(&legacy, "legacy: tape archive").unwrap();
     for (i, state) in ["prelive", "inactive", "deprecated", "terminated", "active"]
         .iter()
@@ -125,8 +130,11 @@ fn populated(dir: &Path, derived: bool) {
     }
     record(&kms, "legacy", "old", "inactive", "legacy record notes");
     if derived {
-        let mut req = NewRecord::prelive("derived");
-        req.passphrase = Some(Passphrase::new(RECORD_PASS.into()));
+        let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse("derived").unwrap());
+        req.key = kmsfs::service::KeySource::Passphrase {
+            passphrase: Passphrase::new(RECORD_PASS.into()),
+            salt: None,
+        };
         req.description = "derived record notes".into();
         kms.create_record(&pool, req).unwrap();
     }
@@ -377,13 +385,17 @@ fn merging_skips_known_keys_and_taken_names_and_never_makes_two_active() {
     let dst = s.dir("dst");
     store::init(&dst, InitOptions::default()).unwrap();
     let kms = Kms::open(&dst).unwrap();
-    let pool = kms.create_group("pool").unwrap();
+    let pool = kms
+        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
     record(&kms, "pool", "mine", "active", "");
     record(&kms, "pool", "p0", "prelive", "");
     // The same passphrase and salt give the same key, under another tag.
-    let mut req = NewRecord::prelive("same-key");
-    req.passphrase = Some(Passphrase::new(RECORD_PASS.into()));
-    req.salt_hex = Some(hex::encode(&derived_salt));
+    let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse("same-key").unwrap());
+    req.key = kmsfs::service::KeySource::Passphrase {
+        passphrase: Passphrase::new(RECORD_PASS.into()),
+        salt: Some(derived_salt.clone()),
+    };
     kms.create_record(&pool, req).unwrap();
     drop(kms);
 
@@ -428,7 +440,10 @@ fn a_cipher_mismatch_refuses_the_whole_import() {
     ok(&export(&s, &src, "c.kmsx", &[]));
     let dst = s.dir("dst");
     store::init(&dst, InitOptions::default()).unwrap();
-    Kms::open(&dst).unwrap().create_group("legacy").unwrap();
+    Kms::open(&dst)
+        .unwrap()
+        .create_group(kmsfs::keystore::Name::parse("legacy").unwrap())
+        .unwrap();
     let untouched = files(&dst);
     let err = refused(&import(&s, &dst, "c.kmsx", "pass", &["--preserve-names"]));
     assert!(
@@ -451,7 +466,8 @@ fn a_preview_changes_nothing_and_says_what_would_happen() {
     let dst = s.dir("dst");
     store::init(&dst, InitOptions::default()).unwrap();
     let kms = Kms::open(&dst).unwrap();
-    kms.create_group("pool").unwrap();
+    kms.create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
     record(&kms, "pool", "mine", "active", "");
     drop(kms);
     let before = everything(&dst);

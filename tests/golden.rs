@@ -30,16 +30,24 @@ fn write_golden(dir: &Path) {
     )
     .unwrap();
     let kms = Kms::open(&data).unwrap();
-    let pool = kms.create_group("pool").unwrap();
+    let pool = kms
+        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
     kms.describe_group(&pool, "nightly backups").unwrap();
-    let legacy = kms.create_group("legacy").unwrap();
-    kms.set_group_cipher(&legacy, "AES_128").unwrap();
+    let legacy = kms
+        .create_group(kmsfs::keystore::Name::parse("legacy").unwrap())
+        .unwrap();
+    kms.set_group_cipher(&legacy, "AES_128".parse().unwrap())
+        .unwrap();
     let mut expected = Vec::new();
     let add = |kms: &Kms, g, name: &str, state: &str, derived: bool| {
-        let mut req = NewRecord::prelive(name);
+        let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse(name).unwrap());
         req.description = format!("{name} description");
         if derived {
-            req.passphrase = Some(Passphrase::new("record passphrase".into()));
+            req.key = kmsfs::service::KeySource::Passphrase {
+                passphrase: Passphrase::new("record passphrase".into()),
+                salt: None,
+            };
         }
         let t = kms.create_record(g, req).unwrap();
         let path: &[&str] = match state {
@@ -50,7 +58,7 @@ fn write_golden(dir: &Path) {
             _ => &["active", "inactive", "deprecated", "terminated"],
         };
         for s in path {
-            kms.set_state(&t, s).unwrap();
+            kms.set_state(&t, s.parse().unwrap()).unwrap();
         }
         t
     };

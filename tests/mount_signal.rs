@@ -25,6 +25,13 @@ fn sigterm_unmounts_cleanly() {
     };
     common::wait_for(&mnt.join(".status"), true);
     std::fs::create_dir(mnt.join("pool")).unwrap();
+    // SIGHUP (a closed terminal, logrotate) must not kill a serving daemon. Without a
+    // handler it would end this whole test process.
+    // SAFETY: kill(2) on our own pid; mount() installed a handler for SIGHUP.
+    assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGHUP) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!served.is_finished(), "SIGHUP ended the mount");
+    std::fs::create_dir(mnt.join("after-hup")).unwrap();
     // SAFETY: kill(2) on our own pid; mount() installed a handler for SIGTERM.
     assert_eq!(unsafe { libc::kill(libc::getpid(), libc::SIGTERM) }, 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -428,10 +428,17 @@ fn many_records_list_quickly_and_in_order() {
     m.unmount();
     {
         let kms = common::open_kms(&m.data());
-        let g = kms.create_group("big").unwrap();
+        let g = kms
+            .create_group(kmsfs::keystore::Name::parse("big").unwrap())
+            .unwrap();
         for i in 0..2000 {
-            kms.create_record(&g, kmsfs::service::NewRecord::prelive(&format!("k{i:05}")))
-                .unwrap();
+            kms.create_record(
+                &g,
+                kmsfs::service::NewRecord::prelive(
+                    kmsfs::keystore::Name::parse(&format!("k{i:05}")).unwrap(),
+                ),
+            )
+            .unwrap();
         }
     }
     m.mount();

@@ -46,8 +46,15 @@ fn derived_keystore() -> Setup {
     )
     .unwrap();
     let kms = Kms::open(&dir).unwrap();
-    let g = kms.create_group("pool").unwrap();
-    let t = kms.create_record(&g, NewRecord::prelive("k")).unwrap();
+    let g = kms
+        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
+    let t = kms
+        .create_record(
+            &g,
+            NewRecord::prelive(kmsfs::keystore::Name::parse("k").unwrap()),
+        )
+        .unwrap();
     let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
     Setup {
         _tmp: tmp,

@@ -2,7 +2,7 @@
 //! changes through `Kms`, then a reopen, must rebuild the same keystore (names, states,
 //! descriptions, serials, timestamps), wherever the reopen falls in the sequence.
 
-use kmsfs::keystore::State;
+use kmsfs::keystore::{Name, State};
 use kmsfs::service::{Kms, KmsError, NewRecord};
 use kmsfs::store::{self, InitOptions, StoreError};
 use proptest::prelude::*;
@@ -46,9 +46,11 @@ fn apply(kms: &Kms, op: &Op, n: usize) {
         ks.record_in(&gt, &format!("r{r}")).map(|x| x.tag.clone())
     };
     let _ = match *op {
-        Op::Group(g) => kms.create_group(&format!("g{g}")).map(drop),
+        Op::Group(g) => kms
+            .create_group(kmsfs::keystore::Name::parse(&format!("g{g}")).unwrap())
+            .map(drop),
         Op::RenameGroup(g, to) => match group(g) {
-            Some(t) => kms.rename_group(&t, &format!("g{to}")),
+            Some(t) => kms.rename_group(&t, Name::parse(&format!("g{to}")).unwrap()),
             None => Ok(()),
         },
         Op::DeleteGroup(g) => match group(g) {
@@ -57,7 +59,8 @@ fn apply(kms: &Kms, op: &Op, n: usize) {
         },
         Op::Record(g, r, active) => match group(g) {
             Some(t) => {
-                let mut req = NewRecord::prelive(&format!("r{r}"));
+                let mut req =
+                    NewRecord::prelive(kmsfs::keystore::Name::parse(&format!("r{r}")).unwrap());
                 if active {
                     req.state = State::Active;
                 }
@@ -65,12 +68,14 @@ fn apply(kms: &Kms, op: &Op, n: usize) {
             }
             None => Ok(()),
         },
-        Op::RenameRecord(g, r, to) => match record(g, r) {
-            Some(t) => kms.rename_record(&t, &format!("r{to}")),
-            None => Ok(()),
+        Op::RenameRecord(g, r, to) => match (group(g), record(g, r)) {
+            (Some(gt), Some(t)) => {
+                kms.rename_record(&t, &gt, Name::parse(&format!("r{to}")).unwrap())
+            }
+            _ => Ok(()),
         },
         Op::State(g, r, s) => match record(g, r) {
-            Some(t) => kms.set_state(&t, State::ALL[s as usize].as_str()),
+            Some(t) => kms.set_state(&t, State::ALL[s as usize]),
             None => Ok(()),
         },
         Op::Describe(g, r) => match record(g, r) {

@@ -28,18 +28,23 @@ const PASSPHRASE: &str = "correct horse battery staple";
 fn populated(dir: &Path) -> Vec<Vec<u8>> {
     store::init(dir, InitOptions::default()).unwrap();
     let kms = Kms::open(dir).unwrap();
-    let g = kms.create_group("pool").unwrap();
+    let g = kms
+        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
     kms.describe_group(&g, DESCRIPTION).unwrap();
     let mut keys = Vec::new();
     for (i, state) in ["active", "prelive"].iter().enumerate() {
-        let mut req = NewRecord::prelive(&format!("k{i}"));
+        let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse(&format!("k{i}")).unwrap());
         req.state = state.parse().unwrap();
         req.description = DESCRIPTION.into();
         let t = kms.create_record(&g, req).unwrap();
         keys.push(kms.unwrap_key(&t).unwrap().expose().to_vec());
     }
-    let mut req = NewRecord::prelive("derived");
-    req.passphrase = Some(Passphrase::new(PASSPHRASE.into()));
+    let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse("derived").unwrap());
+    req.key = kmsfs::service::KeySource::Passphrase {
+        passphrase: Passphrase::new(PASSPHRASE.into()),
+        salt: None,
+    };
     let t = kms.create_record(&g, req).unwrap();
     keys.push(kms.unwrap_key(&t).unwrap().expose().to_vec());
     keys
@@ -186,11 +191,16 @@ fn nothing_secret_reaches_the_disk_in_plaintext() {
         .unwrap();
     assert!(out.status.success());
     let kms = Kms::open(&dir).unwrap();
-    let g = kms.create_group("pool").unwrap();
+    let g = kms
+        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
     kms.describe_group(&g, DESCRIPTION).unwrap();
-    let mut req = NewRecord::prelive("k");
+    let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse("k").unwrap());
     req.description = DESCRIPTION.into();
-    req.passphrase = Some(Passphrase::new(PASSPHRASE.into()));
+    req.key = kmsfs::service::KeySource::Passphrase {
+        passphrase: Passphrase::new(PASSPHRASE.into()),
+        salt: None,
+    };
     let t = kms.create_record(&g, req).unwrap();
     let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
     drop(kms);
@@ -247,8 +257,15 @@ fn compaction_keeps_everything() {
     let (_tmp, dir) = fresh_dir();
     store::init(&dir, InitOptions::default()).unwrap();
     let kms = Kms::open(&dir).unwrap();
-    let g = kms.create_group("pool").unwrap();
-    let t = kms.create_record(&g, NewRecord::prelive("k")).unwrap();
+    let g = kms
+        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
+        .unwrap();
+    let t = kms
+        .create_record(
+            &g,
+            NewRecord::prelive(kmsfs::keystore::Name::parse("k").unwrap()),
+        )
+        .unwrap();
     let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
     // Enough changes to pass the compaction threshold at least once.
     for i in 0..5000 {

@@ -1,18 +1,40 @@
-//! The one mapping from the service's errors to the errno a system call returns (the contract's
-//! table in `interface.md`, "Errors"), and errno names for `.errors`.
+//! The one mapping from every error of the mount to the errno its system call returns (the
+//! table in `docs/errors.md`), and errno names for `.errors`. Exhaustive on purpose: a new
+//! variant must be given its errno here, not fall into a default.
 
+use super::error::{FsError, InputError, Shape};
 use crate::keystore::KeystoreError;
 use crate::service::KmsError;
 
-/// The errno for a service error. Exhaustive on purpose: a new error variant must be given its
-/// errno here, not fall into a default.
-pub fn errno_of(e: &KmsError) -> i32 {
+pub fn errno_of(e: &FsError) -> i32 {
+    match e {
+        FsError::Service(k) => kms_errno(k),
+        FsError::Keystore(k) => keystore_errno(k),
+        FsError::Input(i) => input_errno(i),
+        FsError::Shape(s) => shape_errno(s),
+        FsError::NotFound => libc::ENOENT,
+        // Root bypasses the modes; the mount refuses what they forbid itself.
+        FsError::ReadOnly(_) => libc::EACCES,
+        FsError::NotADirectory(_) => libc::ENOTDIR,
+        FsError::NotAFile => libc::EISDIR,
+        FsError::NotASymlink => libc::EINVAL,
+        FsError::Exists(_) => libc::EEXIST,
+        FsError::UnsupportedRename => libc::EINVAL,
+        FsError::BadHandle | FsError::NotOpenForWriting => libc::EBADF,
+        FsError::IncompleteObject { .. } => libc::EINVAL,
+        FsError::ObjectTooLarge { .. } => libc::EFBIG,
+    }
+}
+
+pub fn kms_errno(e: &KmsError) -> i32 {
     match e {
         KmsError::Keystore(k) => keystore_errno(k),
         KmsError::Quiesced => libc::EROFS,
         // Decided in open() for every caller, root included: a state that forbids key use.
         KmsError::KeyUnavailable { .. } => libc::EACCES,
-        KmsError::Invalid(_) => libc::EINVAL,
+        // A salt of the wrong length in `.create`: malformed input.
+        KmsError::Derivation(_) => libc::EINVAL,
+        KmsError::LeaseOutOfRange { .. } => libc::EINVAL,
         // Unquiescing without a hold is malformed input to `.quiesce`, per the contract.
         KmsError::NotQuiesced => libc::EINVAL,
         KmsError::Store(_) | KmsError::Crypto(_) => libc::EIO,
@@ -45,6 +67,30 @@ pub fn keystore_errno(e: &KeystoreError) -> i32 {
     }
 }
 
+fn input_errno(e: &InputError) -> i32 {
+    match e {
+        InputError::NotUtf8 { .. }
+        | InputError::CommandTooLong { .. }
+        | InputError::UnknownState(_)
+        | InputError::UnknownQuiesce(_)
+        | InputError::BadLease(_)
+        | InputError::Create(_) => libc::EINVAL,
+    }
+}
+
+fn shape_errno(e: &Shape) -> i32 {
+    match e {
+        Shape::NoDirectoryHere
+        | Shape::FixedDirectory
+        | Shape::FileRemoval
+        | Shape::StrayFile(_)
+        | Shape::GroupOutsideRoot
+        | Shape::RecordOutsideGroup
+        | Shape::NotRenamable
+        | Shape::FixedAttributes => libc::EPERM,
+    }
+}
+
 /// The symbolic name of an errno, as `.errors` shows it.
 pub fn errno_name(errno: i32) -> &'static str {
     match errno {
@@ -59,6 +105,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EISDIR => "EISDIR",
         libc::EINVAL => "EINVAL",
         libc::EFBIG => "EFBIG",
+        libc::ENOSPC => "ENOSPC",
         libc::EROFS => "EROFS",
         libc::ENAMETOOLONG => "ENAMETOOLONG",
         libc::ENOTEMPTY => "ENOTEMPTY",
@@ -75,26 +122,28 @@ mod tests {
 
     #[test]
     fn contract_table() {
-        let cases: Vec<(KmsError, i32)> = vec![
-            (KmsError::Invalid("bad json".into()), libc::EINVAL),
-            (KmsError::NotQuiesced, libc::EINVAL),
-            (KmsError::Quiesced, libc::EROFS),
+        let cases: Vec<(FsError, i32)> = vec![
+            (InputError::UnknownState("x".into()).into(), libc::EINVAL),
+            (KmsError::NotQuiesced.into(), libc::EINVAL),
+            (KmsError::Quiesced.into(), libc::EROFS),
             (
                 KmsError::KeyUnavailable {
                     name: "k".into(),
                     state: State::Prelive,
-                },
+                }
+                .into(),
                 libc::EACCES,
             ),
             (
-                KeystoreError::TransitionRefused {
+                KmsError::Keystore(KeystoreError::TransitionRefused {
                     name: "k".into(),
                     from: State::Active,
                     to: State::Prelive,
-                }
+                })
                 .into(),
                 libc::EPERM,
             ),
+            (Shape::RecordOutsideGroup.into(), libc::EPERM),
             (KeystoreError::CrossGroupMove.into(), libc::EPERM),
             (KeystoreError::CipherLocked("g".into()).into(), libc::EPERM),
             (
@@ -129,6 +178,8 @@ mod tests {
                 KeystoreError::NoSuchRecord("ab".into()).into(),
                 libc::ENOENT,
             ),
+            (FsError::ReadOnly("/m/.status".into()), libc::EACCES),
+            (Shape::StrayFile("x".into()).into(), libc::EPERM),
         ];
         for (e, want) in cases {
             assert_eq!(errno_of(&e), want, "{e}");

@@ -1,69 +1,57 @@
-//! The only `fuser::Filesystem` of kmsfs: each method resolves its inode, asks `Core`, and
-//! replies. Every refusal of a call that changes something is logged and kept in `.errors`
-//! (`refuse`); every reply is answered on every path.
+//! The only `fuser::Filesystem` of kmsfs: each method calls the operation layer (`ops`) once
+//! and turns its answer into the reply, on every path.
 
 use std::ffi::OsStr;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     BsdFileFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use super::attr;
-use super::core::{Core, RenameMode, RootSizes};
-use super::errors::{Caller, FsError};
-use super::inode::Node;
-use super::tree;
+use super::errno::errno_of;
+use super::error::FsError;
+use super::ops::{Entry, Operations, RenameMode, SetAttr};
+use super::ring::Caller;
 
 pub struct KmsFs {
-    core: Core,
+    ops: Operations,
 }
 
-const GENERATION: Generation = Generation(0); // inode numbers are never reused
+/// Inode numbers are never reused.
+const GENERATION: Generation = Generation(0);
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        pid: req.pid(),
+    }
+}
+
+fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(errno_of(e))
+}
+
+fn reply_entry(reply: ReplyEntry, r: Result<Entry, FsError>) {
+    match r {
+        Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &e.attr, GENERATION),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
+    }
+}
 
 impl KmsFs {
-    pub fn new(core: Core) -> KmsFs {
-        KmsFs { core }
-    }
-
-    /// Records a refusal (log line + `.errors`) and gives the errno to reply with.
-    fn refuse(&self, req: &Request, path: &str, op: &str, err: &FsError) -> Errno {
-        let caller = Caller {
-            uid: req.uid(),
-            pid: req.pid(),
-        };
-        self.core.errors.record(caller, path, op, err);
-        Errno::from_i32(err.errno)
-    }
-
-    /// The errno of a failed query (nothing changed, nothing to record), logging daemon
-    /// failures so that an EIO is never silent.
-    fn quiet(err: &FsError) -> Errno {
-        if err.internal {
-            log::error!("{}", err.reason);
-        }
-        Errno::from_i32(err.errno)
-    }
-
-    fn node(&self, ino: INodeNo) -> Result<Node, Errno> {
-        self.core.node(ino.0).map_err(|e| Self::quiet(&e))
-    }
-
-    fn reply_entry(reply: ReplyEntry, node: &Node, attr: &fuser::FileAttr) {
-        let (attr_ttl, entry_ttl) = attr::ttls(node);
-        reply.entry_with_ttls(&attr_ttl, &entry_ttl, attr, GENERATION);
-    }
-
-    fn stray(&self, req: &Request, parent: INodeNo, name: &OsStr, op: &str) -> Errno {
-        let path = match self.core.node(parent.0) {
-            Ok(p) => self.core.child_path(&p, name),
-            Err(_) => name.to_string_lossy().into_owned(),
-        };
-        self.refuse(req, &path, op, &self.core.refuse_stray(name))
+    pub fn new(ops: Operations) -> KmsFs {
+        KmsFs { ops }
     }
 }
 
@@ -77,25 +65,13 @@ impl Filesystem for KmsFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let result = self
-            .node(parent)
-            .and_then(|p| self.core.lookup(&p, name).map_err(|e| Self::quiet(&e)));
-        match result {
-            Ok((node, attr)) => Self::reply_entry(reply, &node, &attr),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(reply, self.ops.lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let result = self.node(ino).and_then(|n| {
-            self.core
-                .attr(&n)
-                .map(|a| (n, a))
-                .map_err(|e| Self::quiet(&e))
-        });
-        match result {
-            Ok((node, attr)) => reply.attr(&attr::ttls(&node).0, &attr),
-            Err(e) => reply.error(e),
+        match self.ops.getattr(ino.0) {
+            Ok(a) => reply.attr(&a.ttl, &a.attr),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -117,43 +93,23 @@ impl Filesystem for KmsFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let node = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            times: atime.is_some() || mtime.is_some(),
         };
-        let owner = self.core.owner;
-        let changes_owner_or_mode = mode.is_some_and(|m| m as u16 & 0o7777 != attr::perm(&node))
-            || uid.is_some_and(|u| u != owner.uid)
-            || gid.is_some_and(|g| g != owner.gid);
-        // A truncate carries its own time stamps; times alone would be `touch`.
-        let only_times = size.is_none() && (atime.is_some() || mtime.is_some());
-        let result = if changes_owner_or_mode || only_times {
-            Err(FsError::new(
-                libc::EPERM,
-                "modes, owners and times in the mount follow the keystore and cannot be set",
-            ))
-        } else if let Some(size) = size {
-            self.core.truncate(&node, fh.map(|f| f.0), size)
-        } else {
-            Ok(())
-        };
-        if let Err(e) = result {
-            let path = self.core.path(&node);
-            return reply.error(self.refuse(req, &path, "setattr", &e));
-        }
-        match self.core.attr(&node) {
-            Ok(a) => reply.attr(&attr::ttls(&node).0, &a),
-            Err(e) => reply.error(Self::quiet(&e)),
+        match self.ops.setattr(caller(req), ino.0, set, fh.map(|f| f.0)) {
+            Ok(a) => reply.attr(&a.ttl, &a.attr),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self
-            .node(ino)
-            .and_then(|n| self.core.readlink(&n).map_err(|e| Self::quiet(&e)))
-        {
+        match self.ops.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -167,7 +123,8 @@ impl Filesystem for KmsFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(self.stray(req, parent, name, "mknod"));
+        let e = self.ops.refuse_stray(caller(req), parent.0, name, "mknod");
+        reply.error(errno(&e));
     }
 
     fn mkdir(
@@ -179,44 +136,15 @@ impl Filesystem for KmsFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let parent = match self.node(parent) {
-            Ok(p) => p,
-            Err(e) => return reply.error(e),
-        };
-        match self.core.mkdir(&parent, name) {
-            Ok((node, attr)) => Self::reply_entry(reply, &node, &attr),
-            Err(e) => {
-                let path = self.core.child_path(&parent, name);
-                reply.error(self.refuse(req, &path, "mkdir", &e))
-            }
-        }
+        reply_entry(reply, self.ops.mkdir(caller(req), parent.0, name));
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let parent = match self.node(parent) {
-            Ok(p) => p,
-            Err(e) => return reply.error(e),
-        };
-        match self.core.unlink(&parent, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                let path = self.core.child_path(&parent, name);
-                reply.error(self.refuse(req, &path, "unlink", &e))
-            }
-        }
+        reply_empty(reply, self.ops.unlink(caller(req), parent.0, name));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let parent = match self.node(parent) {
-            Ok(p) => p,
-            Err(e) => return reply.error(e),
-        };
-        // The path is taken before the change: afterwards the name resolves no more.
-        let path = self.core.child_path(&parent, name);
-        match self.core.rmdir(&parent, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.refuse(req, &path, "rmdir", &e)),
-        }
+        reply_empty(reply, self.ops.rmdir(caller(req), parent.0, name));
     }
 
     fn symlink(
@@ -227,7 +155,10 @@ impl Filesystem for KmsFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(self.stray(req, parent, link_name, "symlink"));
+        let e = self
+            .ops
+            .refuse_stray(caller(req), parent.0, link_name, "symlink");
+        reply.error(errno(&e));
     }
 
     fn rename(
@@ -240,23 +171,15 @@ impl Filesystem for KmsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let (parent, new_parent) = match (self.node(parent), self.node(newparent)) {
-            (Ok(p), Ok(n)) => (p, n),
-            (Err(e), _) | (_, Err(e)) => return reply.error(e),
-        };
         let mode = RenameMode {
             noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
             exchange_or_whiteout: flags
                 .intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT),
         };
-        let path = self.core.child_path(&parent, name);
-        match self.core.rename(&parent, name, &new_parent, newname, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                let op = format!("rename to {}", self.core.child_path(&new_parent, newname));
-                reply.error(self.refuse(req, &path, &op, &e))
-            }
-        }
+        let r = self
+            .ops
+            .rename(caller(req), (parent.0, name), (newparent.0, newname), mode);
+        reply_empty(reply, r);
     }
 
     fn link(
@@ -267,20 +190,16 @@ impl Filesystem for KmsFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(self.stray(req, newparent, newname, "link"));
+        let e = self
+            .ops
+            .refuse_stray(caller(req), newparent.0, newname, "link");
+        reply.error(errno(&e));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let node = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        match self.core.open(&node, flags.0) {
-            Ok((fh, fopen)) => reply.opened(FileHandle(fh), fopen),
-            Err(e) => {
-                let path = self.core.path(&node);
-                reply.error(self.refuse(req, &path, "open", &e))
-            }
+        match self.ops.open(caller(req), ino.0, flags.0) {
+            Ok(o) => reply.opened(FileHandle(o.fh), o.flags),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -295,9 +214,9 @@ impl Filesystem for KmsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.core.read(fh.0, offset, size) {
+        match self.ops.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(Self::quiet(&e)),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -314,12 +233,9 @@ impl Filesystem for KmsFs {
         reply: ReplyWrite,
     ) {
         let append = flags.0 & libc::O_APPEND != 0;
-        match self.core.write(fh.0, offset, data, append) {
+        match self.ops.write(caller(req), fh.0, offset, data, append) {
             Ok(n) => reply.written(n),
-            Err(e) => {
-                let path = self.handle_path(fh);
-                reply.error(self.refuse(req, &path, "write", &e))
-            }
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -331,13 +247,7 @@ impl Filesystem for KmsFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        match self.core.flush(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                let path = self.handle_path(fh);
-                reply.error(self.refuse(req, &path, "flush", &e))
-            }
-        }
+        reply_empty(reply, self.ops.flush(caller(req), fh.0));
     }
 
     fn release(
@@ -350,11 +260,7 @@ impl Filesystem for KmsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let path = self.handle_path(fh);
-        if let Err(e) = self.core.release(fh.0) {
-            // Nobody waits for this answer (close() has returned): log and `.errors` only.
-            self.refuse(req, &path, "close", &e);
-        }
+        self.ops.release(caller(req), fh.0);
         reply.ok();
     }
 
@@ -366,23 +272,13 @@ impl Filesystem for KmsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Every accepted change is already durable; only a pending description remains.
-        match self.core.fsync(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                let path = self.handle_path(fh);
-                reply.error(self.refuse(req, &path, "fsync", &e))
-            }
-        }
+        reply_empty(reply, self.ops.fsync(caller(req), fh.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino) {
-            Ok(n) if attr::kind(&n) == fuser::FileType::Directory => {
-                reply.opened(FileHandle(0), FopenFlags::empty())
-            }
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(e),
+        match self.ops.opendir(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -394,17 +290,13 @@ impl Filesystem for KmsFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let dir = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        {
-            let ks = self.core.kms.read();
-            tree::list(&ks, &self.core.inodes, &dir, offset, |e| {
-                reply.add(INodeNo(e.ino), e.cookie, attr::kind(&e.node), &e.name)
-            });
+        let r = self.ops.readdir(ino.0, offset, |e| {
+            reply.add(INodeNo(e.ino), e.cookie, e.kind, &e.name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -415,27 +307,20 @@ impl Filesystem for KmsFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let dir = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        let sizes = match dir {
-            Node::Root if offset < tree::DYNAMIC_BASE => self.core.root_sizes(),
-            _ => RootSizes::default(),
-        };
-        {
-            let ks = self.core.kms.read();
-            tree::list(&ks, &self.core.inodes, &dir, offset, |e| {
-                let Some(attr) = self.core.attr_locked(&ks, &e.node, &sizes) else {
-                    return false;
-                };
-                // One TTL serves both the entry and its attributes here: the shorter.
-                let (attr_ttl, entry_ttl) = attr::ttls(&e.node);
-                let ttl: Duration = attr_ttl.min(entry_ttl);
-                reply.add(INodeNo(e.ino), e.cookie, &e.name, &ttl, &attr, GENERATION)
-            });
+        let r = self.ops.readdirplus(ino.0, offset, |d, e| {
+            reply.add(
+                INodeNo(d.ino),
+                d.cookie,
+                &d.name,
+                &e.ttl(),
+                &e.attr,
+                GENERATION,
+            )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
         }
-        reply.ok();
     }
 
     fn fsyncdir(
@@ -450,11 +335,8 @@ impl Filesystem for KmsFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let files = {
-            let ks = self.core.kms.read();
-            (ks.group_count() + ks.record_count()) as u64
-        };
-        reply.statfs(0, 0, 0, files, 0, 4096, 255, 4096);
+        let s = self.ops.statfs();
+        reply.statfs(0, 0, 0, s.files, 0, 4096, 255, 4096);
     }
 
     // No extended attributes. ENOSYS makes the kernel stop asking (and fuser's default would
@@ -484,6 +366,22 @@ impl Filesystem for KmsFs {
         reply.error(Errno::ENOSYS);
     }
 
+    // `jq` and the shell ask whether stdout is a terminal (TCGETS): no file here is one.
+    // Answered quietly (fuser's default logs a warning for every call).
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     fn create(
         &self,
         req: &Request,
@@ -494,15 +392,7 @@ impl Filesystem for KmsFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(self.stray(req, parent, name, "create"));
-    }
-}
-
-impl KmsFs {
-    fn handle_path(&self, fh: FileHandle) -> String {
-        match self.core.handles.node(fh.0) {
-            Some(n) => self.core.path(&n),
-            None => format!("{}/?", self.core.mountpoint.display()),
-        }
+        let e = self.ops.refuse_stray(caller(req), parent.0, name, "create");
+        reply.error(errno(&e));
     }
 }

@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::control::{CreateInput, TextInput};
-use super::inode::Node;
+use super::error::FsError;
+use super::inode::{Node, Of};
+use super::input::{ObjectInput, TextInput};
+use super::table::Apply;
 use crate::crypto::KeyMaterial;
+use crate::service::Kms;
 
 /// What reads of a handle return: a snapshot taken at open(), so that one `cat` sees one
 /// consistent version even when it takes several reads.
@@ -25,17 +28,19 @@ impl Readable {
     }
 }
 
+/// What writes to a handle do: the meaning its file's table entry gives them, with the
+/// buffer of what this handle has written where the meaning needs one.
 pub enum Input {
     /// Opened read-only.
     None,
-    /// `state`, `.quiesce`, `.cipher`: each write is applied at once.
-    Command,
-    Create(CreateInput),
-    Text(TextInput),
+    Command(Apply),
+    Object(ObjectInput, fn(&Kms, &Of, &[u8]) -> Result<(), FsError>),
+    Text(TextInput, Apply),
 }
 
 pub struct Handle {
     pub node: Node,
+    pub of: Of,
     pub readable: Readable,
     pub input: Input,
 }
@@ -44,7 +49,7 @@ impl Handle {
     /// A description open for writing reads back what this handle has written so far.
     pub fn read_bytes(&self) -> &[u8] {
         match &self.input {
-            Input::Text(t) => t.bytes(),
+            Input::Text(t, _) => t.bytes(),
             _ => self.readable.bytes(),
         }
     }

@@ -1,123 +1,69 @@
-//! Inode numbers and the nodes of the mounted tree.
+//! Nodes of the mounted tree and their inode numbers.
 //!
-//! An inode number is `serial << 4 | kind`: groups and records have serials that are unique
+//! An inode number is `serial << 5 | kind`. Groups and records have serials that are unique
 //! across both and never reused, so an inode always names the same object, survives renames,
-//! and can never be confused with a deleted one. Serial 0 is never handed out by the keystore
-//! and holds the fixed files of the root (the root itself is inode 1, as FUSE requires).
+//! and can never be confused with a deleted one. Kind 0 is the object's directory, kind
+//! `2 + i` the fixed file `FILES[i]`, kind 31 a record's `.by-tag` link. Serial 0 is never
+//! handed out by the keystore and holds the root (inode 1, as FUSE requires), its files and
+//! `.by-tag` (kind 31).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use super::table::{Dir, File, FileId, FILES, TAG_LINK};
 use crate::keystore::{GroupTag, KeyTag};
 
-/// A node of the mounted tree, as the keystore sees it (by tag, never by name, so that a
-/// rename does not invalidate it).
+/// The object a fixed file belongs to, by tag (never by name, so that a rename does not
+/// invalidate it).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Of {
+    Root,
+    Group(GroupTag),
+    Record(KeyTag),
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Node {
     Root,
-    Quiesce,
-    Status,
-    Errors,
     ByTag,
     Group(GroupTag),
-    GroupFile(GroupTag, GroupFile),
     Record(KeyTag),
-    RecordFile(KeyTag, RecordFile),
+    /// A fixed file of the root, a group or a record.
+    File(FileId, Of),
     /// `.by-tag/TAG`, a symlink to the record.
     TagLink(KeyTag),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum GroupFile {
-    Json,
-    Description,
-    Cipher,
-    Create,
-    Active,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RecordFile {
-    Json,
-    State,
-    Description,
-    Key,
-}
-
-impl GroupFile {
-    pub const ALL: [GroupFile; 5] = [
-        GroupFile::Json,
-        GroupFile::Description,
-        GroupFile::Cipher,
-        GroupFile::Create,
-        GroupFile::Active,
-    ];
-
-    pub fn name(self) -> &'static str {
+impl Node {
+    /// The table entry of a file node; None for directories.
+    pub fn file(&self) -> Option<&'static File> {
         match self {
-            GroupFile::Json => ".group.json",
-            GroupFile::Description => ".description",
-            GroupFile::Cipher => ".cipher",
-            GroupFile::Create => ".create",
-            GroupFile::Active => ".active",
+            Node::File(id, _) => Some(id.file()),
+            Node::TagLink(_) => Some(&TAG_LINK),
+            _ => None,
         }
     }
 
-    pub fn from_name(name: &str) -> Option<GroupFile> {
-        GroupFile::ALL.into_iter().find(|f| f.name() == name)
-    }
-}
-
-impl RecordFile {
-    pub const ALL: [RecordFile; 4] = [
-        RecordFile::Json,
-        RecordFile::State,
-        RecordFile::Description,
-        RecordFile::Key,
-    ];
-
-    pub fn name(self) -> &'static str {
+    /// The object whose file this is (a tag link is its record's).
+    pub fn of(&self) -> Option<Of> {
         match self {
-            RecordFile::Json => "record.json",
-            RecordFile::State => "state",
-            RecordFile::Description => "description",
-            RecordFile::Key => "key",
+            Node::File(_, of) => Some(of.clone()),
+            Node::TagLink(k) => Some(Of::Record(k.clone())),
+            _ => None,
         }
     }
-
-    pub fn from_name(name: &str) -> Option<RecordFile> {
-        RecordFile::ALL.into_iter().find(|f| f.name() == name)
-    }
 }
 
-/// The fixed files of the root, with their names.
-pub const ROOT_FILES: [(Node, &str); 4] = [
-    (Node::Quiesce, ".quiesce"),
-    (Node::Status, ".status"),
-    (Node::Errors, ".errors"),
-    (Node::ByTag, ".by-tag"),
-];
-
-// Kinds (the low four bits). 0..=7 belong to a group's serial, 8..=15 to a record's.
-// Kind 6 of a group is reserved for `.rotation` (a later issue).
-const G_DIR: u64 = 0;
-const G_JSON: u64 = 1;
-const G_DESCRIPTION: u64 = 2;
-const G_CIPHER: u64 = 3;
-const G_CREATE: u64 = 4;
-const G_ACTIVE: u64 = 5;
-const R_DIR: u64 = 8;
-const R_JSON: u64 = 9;
-const R_STATE: u64 = 10;
-const R_DESCRIPTION: u64 = 11;
-const R_KEY: u64 = 12;
-const R_TAG_LINK: u64 = 13;
-
+const KIND_BITS: u32 = 5;
+const KIND_MASK: u64 = (1 << KIND_BITS) - 1;
+const DIR_KIND: u64 = 0;
+const FIRST_FILE_KIND: u64 = 2;
+const LINK_KIND: u64 = KIND_MASK;
 pub const ROOT_INO: u64 = 1;
-const QUIESCE_INO: u64 = 2;
-const STATUS_INO: u64 = 3;
-const ERRORS_INO: u64 = 4;
-const BY_TAG_INO: u64 = 5;
+const BY_TAG_INO: u64 = LINK_KIND;
+
+/// The table must fit in the kinds between the directory and the link.
+const _: () = assert!(FILES.len() as u64 + FIRST_FILE_KIND < LINK_KIND);
 
 /// What a serial stands for. Records remember their group, so that a `.by-tag` listing can
 /// resume after a record even when that record has been deleted in between.
@@ -158,63 +104,42 @@ impl InodeTable {
         self.objects.read().ok()?.get(&serial).cloned()
     }
 
-    /// The inode number of `node`, given the serial of its group or record.
+    /// The inode number of `node`, given the serial of its group or record (0 for the root's).
     pub fn ino(node: &Node, serial: u64) -> u64 {
         let kind = match node {
             Node::Root => return ROOT_INO,
-            Node::Quiesce => return QUIESCE_INO,
-            Node::Status => return STATUS_INO,
-            Node::Errors => return ERRORS_INO,
             Node::ByTag => return BY_TAG_INO,
-            Node::Group(_) => G_DIR,
-            Node::GroupFile(_, f) => match f {
-                GroupFile::Json => G_JSON,
-                GroupFile::Description => G_DESCRIPTION,
-                GroupFile::Cipher => G_CIPHER,
-                GroupFile::Create => G_CREATE,
-                GroupFile::Active => G_ACTIVE,
-            },
-            Node::Record(_) => R_DIR,
-            Node::RecordFile(_, f) => match f {
-                RecordFile::Json => R_JSON,
-                RecordFile::State => R_STATE,
-                RecordFile::Description => R_DESCRIPTION,
-                RecordFile::Key => R_KEY,
-            },
-            Node::TagLink(_) => R_TAG_LINK,
+            Node::Group(_) | Node::Record(_) => DIR_KIND,
+            Node::File(id, _) => FIRST_FILE_KIND + id.0 as u64,
+            Node::TagLink(_) => LINK_KIND,
         };
-        serial << 4 | kind
+        serial << KIND_BITS | kind
     }
 
     /// The node an inode number stands for, if its object was ever handed out.
     pub fn node(&self, ino: u64) -> Option<Node> {
-        let (serial, kind) = (ino >> 4, ino & 0xf);
+        let (serial, kind) = (ino >> KIND_BITS, ino & KIND_MASK);
+        let file = |dir: Dir| {
+            let i = kind.checked_sub(FIRST_FILE_KIND)? as usize;
+            (FILES.get(i)?.dir == dir).then_some(FileId(i as u8))
+        };
         if serial == 0 {
             return match ino {
                 ROOT_INO => Some(Node::Root),
-                QUIESCE_INO => Some(Node::Quiesce),
-                STATUS_INO => Some(Node::Status),
-                ERRORS_INO => Some(Node::Errors),
                 BY_TAG_INO => Some(Node::ByTag),
-                _ => None,
+                _ => Some(Node::File(file(Dir::Root)?, Of::Root)),
             };
         }
-        match (self.object(serial)?, kind) {
-            (Object::Group(g), G_DIR) => Some(Node::Group(g)),
-            (Object::Group(g), G_JSON) => Some(Node::GroupFile(g, GroupFile::Json)),
-            (Object::Group(g), G_DESCRIPTION) => Some(Node::GroupFile(g, GroupFile::Description)),
-            (Object::Group(g), G_CIPHER) => Some(Node::GroupFile(g, GroupFile::Cipher)),
-            (Object::Group(g), G_CREATE) => Some(Node::GroupFile(g, GroupFile::Create)),
-            (Object::Group(g), G_ACTIVE) => Some(Node::GroupFile(g, GroupFile::Active)),
-            (Object::Record { tag, .. }, R_DIR) => Some(Node::Record(tag)),
-            (Object::Record { tag, .. }, R_JSON) => Some(Node::RecordFile(tag, RecordFile::Json)),
-            (Object::Record { tag, .. }, R_STATE) => Some(Node::RecordFile(tag, RecordFile::State)),
-            (Object::Record { tag, .. }, R_DESCRIPTION) => {
-                Some(Node::RecordFile(tag, RecordFile::Description))
-            }
-            (Object::Record { tag, .. }, R_KEY) => Some(Node::RecordFile(tag, RecordFile::Key)),
-            (Object::Record { tag, .. }, R_TAG_LINK) => Some(Node::TagLink(tag)),
-            _ => None,
+        match self.object(serial)? {
+            Object::Group(g) => match kind {
+                DIR_KIND => Some(Node::Group(g)),
+                _ => Some(Node::File(file(Dir::Group)?, Of::Group(g))),
+            },
+            Object::Record { tag, .. } => match kind {
+                DIR_KIND => Some(Node::Record(tag)),
+                LINK_KIND => Some(Node::TagLink(tag)),
+                _ => Some(Node::File(file(Dir::Record)?, Of::Record(tag))),
+            },
         }
     }
 }
@@ -238,14 +163,16 @@ mod tests {
             },
         );
         let mut nodes = vec![
+            (Node::Root, 0),
+            (Node::ByTag, 0),
             (Node::Group(g.clone()), 7),
             (Node::Record(k.clone()), 9),
             (Node::TagLink(k.clone()), 9),
         ];
-        nodes.extend(GroupFile::ALL.map(|f| (Node::GroupFile(g.clone(), f), 7)));
-        nodes.extend(RecordFile::ALL.map(|f| (Node::RecordFile(k.clone(), f), 9)));
-        nodes.extend(ROOT_FILES.map(|(n, _)| (n, 0)));
-        nodes.push((Node::Root, 0));
+        nodes.extend(FileId::all_in(Dir::Root).map(|f| (Node::File(f, Of::Root), 0)));
+        nodes.extend(FileId::all_in(Dir::Group).map(|f| (Node::File(f, Of::Group(g.clone())), 7)));
+        nodes
+            .extend(FileId::all_in(Dir::Record).map(|f| (Node::File(f, Of::Record(k.clone())), 9)));
         let mut seen = std::collections::HashSet::new();
         for (node, serial) in nodes {
             let ino = InodeTable::ino(&node, serial);
@@ -253,19 +180,14 @@ mod tests {
             assert_eq!(table.node(ino), Some(node));
         }
         assert_eq!(InodeTable::ino(&Node::Root, 0), 1);
-        // A group's serial with a record's kind is nothing.
-        assert_eq!(table.node(7 << 4 | R_DIR), None);
-        assert_eq!(table.node(12345 << 4), None);
-    }
-
-    #[test]
-    fn names() {
-        for f in GroupFile::ALL {
-            assert_eq!(GroupFile::from_name(f.name()), Some(f));
-        }
-        for f in RecordFile::ALL {
-            assert_eq!(RecordFile::from_name(f.name()), Some(f));
-        }
-        assert_eq!(RecordFile::from_name(".active"), None);
+        // A group's serial with a record file's kind is nothing, and so is an unknown serial.
+        let state = FileId::find(Dir::Record, "state").unwrap();
+        assert_eq!(
+            table.node(7 << KIND_BITS | (FIRST_FILE_KIND + state.0 as u64)),
+            None
+        );
+        assert_eq!(table.node(7 << KIND_BITS | LINK_KIND), None);
+        assert_eq!(table.node(12345 << KIND_BITS), None);
+        assert_eq!(table.node(0), None);
     }
 }

@@ -608,9 +608,15 @@ fn check_key_len(g: &KeyGroup, key_len: usize) -> Result<(), KeystoreError> {
 }
 
 fn check_description(d: &str) -> Result<(), KeystoreError> {
-    if d.len() > MAX_DESCRIPTION_BYTES {
+    check_description_len(d.len())
+}
+
+/// The one rule for a description's size, also asked by the mount while a description is
+/// still being written (so that the `write()` that makes it too long is the one refused).
+pub fn check_description_len(len: usize) -> Result<(), KeystoreError> {
+    if len > MAX_DESCRIPTION_BYTES {
         return Err(KeystoreError::DescriptionTooLong {
-            len: d.len(),
+            len,
             max: MAX_DESCRIPTION_BYTES,
         });
     }

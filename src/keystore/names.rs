@@ -42,6 +42,19 @@ impl Name {
         }
     }
 
+    /// A name as the kernel hands it over (bytes): the length rule first, so that a long name
+    /// is ENAMETOOLONG whatever its bytes, then UTF-8.
+    pub fn parse_bytes(raw: &[u8]) -> Result<Name, KeystoreError> {
+        if raw.len() > MAX_NAME_BYTES {
+            return Err(KeystoreError::NameTooLong { len: raw.len() });
+        }
+        let text = std::str::from_utf8(raw).map_err(|_| KeystoreError::InvalidName {
+            name: String::from_utf8_lossy(raw).escape_debug().to_string(),
+            reason: "names must be UTF-8",
+        })?;
+        Name::parse(text)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -243,6 +256,16 @@ mod tests {
             Name::parse(&"x".repeat(256)),
             Err(KeystoreError::NameTooLong { len: 256 })
         ));
+        // Too long is decided before UTF-8, so the kernel's 256-byte names get ENAMETOOLONG.
+        assert!(matches!(
+            Name::parse_bytes(&[0xff; 256]),
+            Err(KeystoreError::NameTooLong { len: 256 })
+        ));
+        assert!(matches!(
+            Name::parse_bytes(b"bad\xff"),
+            Err(KeystoreError::InvalidName { .. })
+        ));
+        assert_eq!(Name::parse_bytes(b"k1").unwrap().as_str(), "k1");
     }
 
     #[test]

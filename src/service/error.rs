@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use crate::crypto::CryptoError;
 use crate::keystore::{KeystoreError, State};
 use crate::store::StoreError;
@@ -14,9 +16,11 @@ pub enum KmsError {
     Quiesced,
     #[error("record \"{name}\" is {state}: its key can be read only while active or inactive")]
     KeyUnavailable { name: String, state: State },
-    /// Malformed input: an unknown word, bad JSON, a missing field.
-    #[error("{0}")]
-    Invalid(String),
+    /// The passphrase and salt given for a record cannot make a key (a salt of a bad length).
+    #[error("cannot derive the key: {0}")]
+    Derivation(String),
+    #[error("a lease runs from 1 s to {max_secs} s")]
+    LeaseOutOfRange { max_secs: u64 },
     #[error("the keystore is not quiesced: there is no hold to release")]
     NotQuiesced,
     #[error(transparent)]
@@ -24,3 +28,6 @@ pub enum KmsError {
     #[error("cryptographic failure: {0}")]
     Crypto(#[from] CryptoError),
 }
+
+/// Longer leases are almost certainly a typo (seconds taken for minutes, say).
+pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -8,10 +8,10 @@ mod import;
 mod quiesce;
 mod status;
 
-pub use create::NewRecord;
+pub use create::{KeySource, NewRecord};
 pub use error::KmsError;
-pub use quiesce::{Command as QuiesceCommand, MAX_LEASE};
-pub use status::to_json_line;
+pub use quiesce::{QuiesceView, MAX_LEASE};
+pub use status::Status;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -19,18 +19,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
-use crate::crypto::{KdfParams, KeyMaterial, Kpk};
+use crate::crypto::{CryptoError, KdfParams, KeyMaterial, Kpk};
 use crate::keystore::{
-    Change, Cipher, GroupTag, KeyTag, Keystore, Name, Outcome, State, Timestamp, WrappedKey,
+    Change, Cipher, GroupTag, KeyTag, Keystore, KeystoreError, Name, Outcome, State, Timestamp,
+    WrappedKey,
 };
 use crate::store::{Access, Store, FORMAT_VERSION};
 use quiesce::Freeze;
-use status::Status;
 
+#[derive(Debug)]
 struct Inner {
     ks: Keystore,
     store: Store,
     freeze: Freeze,
+    /// As given to `open`, for `.status` (rendered under the same guard as the counts).
+    data_dir: PathBuf,
 }
 
 pub struct Kms {
@@ -44,7 +47,15 @@ pub struct Kms {
     leased: Arc<AtomicUsize>,
 }
 
+impl std::fmt::Debug for Kms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys: only which keystore this is.
+        write!(f, "Kms({})", self.data_dir.display())
+    }
+}
+
 /// A read view of the keystore; hold it briefly (writers wait for it).
+#[derive(Debug)]
 pub struct ReadGuard<'a>(RwLockReadGuard<'a, Inner>);
 
 impl Deref for ReadGuard<'_> {
@@ -63,6 +74,7 @@ impl Kms {
                 ks,
                 store,
                 freeze: Freeze::default(),
+                data_dir: data_dir.to_path_buf(),
             }),
             kpk,
             data_dir: data_dir.to_path_buf(),
@@ -108,13 +120,23 @@ impl Kms {
         Ok(outcome)
     }
 
+    /// Refuses with `Quiesced` while a hold remains: asked by callers that collect a change
+    /// before making it (a description being written), so that the call that starts it is
+    /// the one refused. `commit` decides again when the change is made.
+    pub fn check_writable(&self) -> Result<(), KmsError> {
+        if self.read().0.freeze.is_frozen() {
+            return Err(KmsError::Quiesced);
+        }
+        Ok(())
+    }
+
     // ---- groups ------------------------------------------------------------------------------
 
-    pub fn create_group(&self, name: &str) -> Result<GroupTag, KmsError> {
+    pub fn create_group(&self, name: Name) -> Result<GroupTag, KmsError> {
         let tag = GroupTag::random();
         self.commit(Change::CreateGroup {
             tag: tag.clone(),
-            name: Name::parse(name)?,
+            name,
             cipher: Cipher::default(),
             description: String::new(),
             at: Timestamp::now(),
@@ -122,10 +144,10 @@ impl Kms {
         Ok(tag)
     }
 
-    pub fn rename_group(&self, tag: &GroupTag, new_name: &str) -> Result<(), KmsError> {
+    pub fn rename_group(&self, tag: &GroupTag, name: Name) -> Result<(), KmsError> {
         self.commit(Change::RenameGroup {
             tag: tag.clone(),
-            name: Name::parse(new_name)?,
+            name,
             at: Timestamp::now(),
         })
         .map(drop)
@@ -145,10 +167,10 @@ impl Kms {
         .map(drop)
     }
 
-    pub fn set_group_cipher(&self, tag: &GroupTag, word: &str) -> Result<(), KmsError> {
+    pub fn set_group_cipher(&self, tag: &GroupTag, cipher: Cipher) -> Result<(), KmsError> {
         self.commit(Change::SetGroupCipher {
             tag: tag.clone(),
-            cipher: word.parse()?,
+            cipher,
             at: Timestamp::now(),
         })
         .map(drop)
@@ -157,38 +179,33 @@ impl Kms {
     // ---- records -----------------------------------------------------------------------------
 
     pub fn create_record(&self, group: &GroupTag, req: NewRecord) -> Result<KeyTag, KmsError> {
-        let name = Name::parse(&req.name)?;
-        let tag = match &req.tag {
-            Some(t) => KeyTag::parse(t)?,
-            None => KeyTag::random(),
-        };
+        let tag = req.tag.unwrap_or_else(KeyTag::random);
         let cipher = self
             .read()
             .group(group)
             .map(|g| g.cipher)
-            .ok_or_else(|| crate::keystore::KeystoreError::NoSuchGroup(group.to_string()))?;
+            .ok_or_else(|| KeystoreError::NoSuchGroup(group.to_string()))?;
         // The KDF runs outside the lock: a slow derivation must not stall other requests.
-        let (key, derivation) = match &req.passphrase {
-            None => (KeyMaterial::random(cipher.key_len()), None),
-            Some(pass) => {
-                let params = match &req.salt_hex {
+        let (key, derivation) = match &req.key {
+            KeySource::Random => (KeyMaterial::random(cipher.key_len()), None),
+            KeySource::Passphrase { passphrase, salt } => {
+                let params = match salt {
                     None => KdfParams::with_fresh_salt(),
-                    Some(h) => KdfParams::with_salt(
-                        hex::decode(h)
-                            .map_err(|_| KmsError::Invalid(format!("salt {h:?} is not hex")))?,
-                    ),
+                    Some(salt) => KdfParams::with_salt(salt.clone()),
                 };
-                let key = params.derive(pass, cipher.key_len()).map_err(|e| match e {
-                    crate::crypto::CryptoError::Kdf(m) => KmsError::Invalid(m),
-                    other => KmsError::Crypto(other),
-                })?;
+                let key = params
+                    .derive(passphrase, cipher.key_len())
+                    .map_err(|e| match e {
+                        CryptoError::Kdf(m) => KmsError::Derivation(m),
+                        other => KmsError::Crypto(other),
+                    })?;
                 (key, Some(params))
             }
         };
         self.insert_record(
             group,
             tag,
-            name,
+            req.name,
             req.state,
             req.description,
             &key,
@@ -223,10 +240,23 @@ impl Kms {
         Ok(tag)
     }
 
-    pub fn rename_record(&self, tag: &KeyTag, new_name: &str) -> Result<(), KmsError> {
+    /// Renames a record, which stays in its group: `group` is where the caller wants it, and
+    /// any other group than its own is refused (a record's key is bound to its group).
+    pub fn rename_record(
+        &self,
+        tag: &KeyTag,
+        group: &GroupTag,
+        name: Name,
+    ) -> Result<(), KmsError> {
+        let own = self.read().record(tag).map(|r| r.group.clone());
+        match own {
+            None => return Err(KeystoreError::NoSuchRecord(tag.to_string()).into()),
+            Some(own) if &own != group => return Err(KeystoreError::CrossGroupMove.into()),
+            Some(_) => {}
+        }
         self.commit(Change::RenameRecord {
             tag: tag.clone(),
-            name: Name::parse(new_name)?,
+            name,
             at: Timestamp::now(),
         })
         .map(drop)
@@ -241,11 +271,9 @@ impl Kms {
         .map(drop)
     }
 
-    /// Applies a state word as written to a record's `state` file.
-    pub fn set_state(&self, tag: &KeyTag, word: &str) -> Result<(), KmsError> {
-        let state: State = word
-            .parse()
-            .map_err(|e: crate::keystore::UnknownState| KmsError::Invalid(e.to_string()))?;
+    /// Moves a record through its lifecycle; activating demotes the group's active record in
+    /// the same step.
+    pub fn set_state(&self, tag: &KeyTag, state: State) -> Result<(), KmsError> {
         self.commit(Change::SetState {
             tag: tag.clone(),
             state,
@@ -264,7 +292,7 @@ impl Kms {
         let ks = self.read();
         let r = ks
             .record(tag)
-            .ok_or_else(|| crate::keystore::KeystoreError::NoSuchRecord(tag.to_string()))?;
+            .ok_or_else(|| KeystoreError::NoSuchRecord(tag.to_string()))?;
         if r.state.allows_key_use() {
             Ok(())
         } else {
@@ -286,42 +314,49 @@ impl Kms {
             .read()
             .record(tag)
             .map(|r| r.wrapped_key.clone())
-            .ok_or_else(|| crate::keystore::KeystoreError::NoSuchRecord(tag.to_string()))?;
+            .ok_or_else(|| KeystoreError::NoSuchRecord(tag.to_string()))?;
         Ok(self.kpk.unwrap(&wrapped.0, tag.as_str())?)
     }
 
     // ---- quiesce -----------------------------------------------------------------------------
 
-    pub fn quiesce_command(&self, text: &str) -> Result<(), KmsError> {
-        let cmd = QuiesceCommand::parse(text)?;
+    /// Adds one hold (lapsing after `lease` if given). Returns once the three files are
+    /// durable, consistent and read-only.
+    pub fn quiesce(&self, lease: Option<Duration>) -> Result<(), KmsError> {
+        if lease.is_some_and(|l| l.is_zero() || l > MAX_LEASE) {
+            return Err(KmsError::LeaseOutOfRange {
+                max_secs: MAX_LEASE.as_secs(),
+            });
+        }
         let mut inner = self.write();
         let inner = &mut *inner;
-        match cmd {
-            QuiesceCommand::Quiesce { lease } => {
-                if !inner.freeze.is_frozen() {
-                    if let Err(e) = inner.store.freeze() {
-                        let _ = inner.store.thaw();
-                        return Err(e.into());
-                    }
-                }
-                inner.freeze.add(lease, Instant::now(), Timestamp::now());
-                self.leased.store(inner.freeze.leased(), Ordering::Release);
-                log::info!(
-                    "quiesced ({} hold(s){})",
-                    inner.freeze.status().holds,
-                    lease
-                        .map(|l| format!(", lease {} s", l.as_secs()))
-                        .unwrap_or_default()
-                );
+        if !inner.freeze.is_frozen() {
+            if let Err(e) = inner.store.freeze() {
+                let _ = inner.store.thaw();
+                return Err(e.into());
             }
-            QuiesceCommand::Unquiesce => {
-                inner.freeze.release()?;
-                self.leased.store(inner.freeze.leased(), Ordering::Release);
-                if !inner.freeze.is_frozen() {
-                    inner.store.thaw()?;
-                    log::info!("unquiesced: changes resume");
-                }
-            }
+        }
+        inner.freeze.add(lease, Instant::now(), Timestamp::now());
+        self.leased.store(inner.freeze.leased(), Ordering::Release);
+        log::info!(
+            "quiesced ({} hold(s){})",
+            inner.freeze.holds(),
+            lease
+                .map(|l| format!(", lease {} s", l.as_secs()))
+                .unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    /// Removes one hold, an unleased one first; with none left, changes resume.
+    pub fn unquiesce(&self) -> Result<(), KmsError> {
+        let mut inner = self.write();
+        let inner = &mut *inner;
+        inner.freeze.release()?;
+        self.leased.store(inner.freeze.leased(), Ordering::Release);
+        if !inner.freeze.is_frozen() {
+            inner.store.thaw()?;
+            log::info!("unquiesced: changes resume");
         }
         Ok(())
     }
@@ -334,7 +369,7 @@ impl Kms {
         if lapsed > 0 {
             log::error!(
                 "{lapsed} quiesce lease(s) lapsed without unquiesce: did a backup job die? {} hold(s) remain",
-                inner.freeze.status().holds
+                inner.freeze.holds()
             );
             if !inner.freeze.is_frozen() {
                 if let Err(e) = inner.store.thaw() {
@@ -345,31 +380,37 @@ impl Kms {
     }
 
     pub fn is_quiesced(&self) -> bool {
-        self.inner
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .freeze
-            .is_frozen()
+        self.read().0.freeze.is_frozen()
     }
 
-    pub fn quiesce_status_json(&self) -> String {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        to_json_line(&inner.freeze.status())
+    pub fn quiesce_view(&self) -> QuiesceView {
+        self.read().quiesce_view()
     }
 
-    pub fn status_json(&self) -> String {
-        let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let header = inner.store.header();
-        to_json_line(&Status {
+    pub fn status(&self) -> Status {
+        self.read().status()
+    }
+}
+
+impl ReadGuard<'_> {
+    /// The backup freeze as `.quiesce` shows it.
+    pub fn quiesce_view(&self) -> QuiesceView {
+        self.0.freeze.view()
+    }
+
+    /// What `.status` shows, under the same guard as the keystore it counts.
+    pub fn status(&self) -> Status {
+        let header = self.0.store.header();
+        Status {
             version: env!("CARGO_PKG_VERSION"),
             format_version: FORMAT_VERSION,
-            data_dir: self.data_dir.display().to_string(),
-            groups: inner.ks.group_count(),
-            records: inner.ks.record_count(),
+            data_dir: self.0.data_dir.clone(),
+            groups: self.0.ks.group_count(),
+            records: self.0.ks.record_count(),
             hmk_id: header.hmk_id.to_string(),
             kpk_id: header.kpk_id.to_string(),
-            quiesced: inner.freeze.is_frozen(),
-        })
+            quiesced: self.0.freeze.is_frozen(),
+        }
     }
 }
 

@@ -2,52 +2,12 @@
 //! hold may carry a lease after which it lapses on its own, so a backup job that dies cannot
 //! freeze the keystore forever.
 
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
 use super::KmsError;
 use crate::keystore::Timestamp;
 
-/// Longer leases are almost certainly a typo (seconds taken for minutes, say).
-pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum Command {
-    Quiesce { lease: Option<Duration> },
-    Unquiesce,
-}
-
-impl Command {
-    /// `quiesce` or `1`, `quiesce SECONDS`, `unquiesce` or `0`; blanks around and case ignored.
-    pub fn parse(text: &str) -> Result<Command, KmsError> {
-        let words: Vec<String> = text
-            .split_whitespace()
-            .map(|w| w.to_ascii_lowercase())
-            .collect();
-        let words: Vec<&str> = words.iter().map(String::as_str).collect();
-        match words.as_slice() {
-            ["quiesce"] | ["1"] => Ok(Command::Quiesce { lease: None }),
-            ["unquiesce"] | ["0"] => Ok(Command::Unquiesce),
-            ["quiesce", secs] => {
-                let n: u64 = secs.parse().map_err(|_| {
-                    KmsError::Invalid(format!("lease \"{secs}\" is not a whole number of seconds"))
-                })?;
-                let lease = Duration::from_secs(n);
-                if n == 0 || lease > MAX_LEASE {
-                    return Err(KmsError::Invalid(format!(
-                        "lease of {n} s is out of range (1 to {} s)",
-                        MAX_LEASE.as_secs()
-                    )));
-                }
-                Ok(Command::Quiesce { lease: Some(lease) })
-            }
-            _ => Err(KmsError::Invalid(format!(
-                "unknown command {:?} (expected quiesce, quiesce SECONDS or unquiesce)",
-                text.trim()
-            ))),
-        }
-    }
-}
+pub use super::error::MAX_LEASE;
 
 #[derive(Debug, Clone)]
 struct Hold {
@@ -60,17 +20,24 @@ pub struct Freeze {
     since: Option<Timestamp>,
 }
 
-#[derive(Serialize)]
-pub struct FreezeStatus {
+/// The freeze as `.quiesce` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuiesceView {
     pub quiesced: bool,
     pub holds: usize,
-    pub since: Option<String>,
-    pub leases: Vec<String>,
+    pub since: Option<Timestamp>,
+    /// When each leased hold lapses, in the order the holds were taken (`examples/backup.sh`
+    /// finds its own lease as the last one right after its `quiesce`).
+    pub leases: Vec<Timestamp>,
 }
 
 impl Freeze {
     pub fn is_frozen(&self) -> bool {
         !self.holds.is_empty()
+    }
+
+    pub fn holds(&self) -> usize {
+        self.holds.len()
     }
 
     pub fn add(&mut self, lease: Option<Duration>, now: Instant, wall: Timestamp) {
@@ -118,16 +85,17 @@ impl Freeze {
         self.holds.iter().filter(|h| h.lease.is_some()).count()
     }
 
-    pub fn status(&self) -> FreezeStatus {
-        FreezeStatus {
+    pub fn view(&self) -> QuiesceView {
+        let leases = self
+            .holds
+            .iter()
+            .filter_map(|h| h.lease.map(|(_, t)| t))
+            .collect();
+        QuiesceView {
             quiesced: self.is_frozen(),
             holds: self.holds.len(),
-            since: self.since.map(Timestamp::to_rfc3339),
-            leases: self
-                .holds
-                .iter()
-                .filter_map(|h| h.lease.map(|(_, t)| t.to_rfc3339()))
-                .collect(),
+            since: self.since,
+            leases,
         }
     }
 }
@@ -137,48 +105,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_commands() {
-        assert_eq!(
-            Command::parse(" Quiesce\n").unwrap(),
-            Command::Quiesce { lease: None }
-        );
-        assert_eq!(
-            Command::parse("1").unwrap(),
-            Command::Quiesce { lease: None }
-        );
-        assert_eq!(Command::parse("0\n").unwrap(), Command::Unquiesce);
-        assert_eq!(
-            Command::parse("quiesce 600").unwrap(),
-            Command::Quiesce {
-                lease: Some(Duration::from_secs(600))
-            }
-        );
-        for bad in [
-            "",
-            "freeze",
-            "quiesce x",
-            "quiesce 0",
-            "quiesce -5",
-            "quiesce 1 2",
-        ] {
-            assert!(Command::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
     fn holds_nest_and_unleased_goes_first() {
         let mut f = Freeze::default();
         let t0 = Instant::now();
+        // Leases are listed in the order the holds were taken, not by expiry.
+        f.add(Some(Duration::from_secs(20)), t0, Timestamp(0));
+        f.add(Some(Duration::from_secs(5)), t0, Timestamp(0));
+        assert_eq!(
+            f.view().leases,
+            [Timestamp(20_000_000_000), Timestamp(5_000_000_000)]
+        );
+        let mut f = Freeze::default();
         f.add(Some(Duration::from_secs(10)), t0, Timestamp(0));
         f.add(None, t0, Timestamp(0));
-        assert_eq!(f.status().holds, 2);
+        assert_eq!(f.view().holds, 2);
+        assert_eq!(f.view().since, Some(Timestamp(0)));
         f.release().unwrap();
         // The leased hold remains: the release took the unleased one.
-        assert_eq!(f.status().leases.len(), 1);
+        assert_eq!(f.view().leases, [Timestamp(10_000_000_000)]);
         assert!(f.is_frozen());
         assert_eq!(f.expire(t0 + Duration::from_secs(5)), 0);
         assert_eq!(f.expire(t0 + Duration::from_secs(11)), 1);
         assert!(!f.is_frozen());
+        assert_eq!(f.view().since, None);
         assert!(matches!(f.release(), Err(KmsError::NotQuiesced)));
     }
 }

@@ -1,22 +1,16 @@
-//! The JSON that `.status` and `.quiesce` show.
+//! What the service tells about itself: `.status` renders it (in `fs/`), `kmsfs` commands
+//! may print it.
 
-use serde::Serialize;
+use std::path::PathBuf;
 
-#[derive(Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
     pub version: &'static str,
     pub format_version: u16,
-    pub data_dir: String,
+    pub data_dir: PathBuf,
     pub groups: usize,
     pub records: usize,
     pub hmk_id: String,
     pub kpk_id: String,
     pub quiesced: bool,
-}
-
-/// JSON files end with a newline, as text files do.
-pub fn to_json_line<T: Serialize>(value: &T) -> String {
-    let mut s = serde_json::to_string_pretty(value).expect("plain data serialises");
-    s.push('\n');
-    s
 }

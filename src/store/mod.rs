@@ -30,7 +30,7 @@ const FROZEN_MODE: u32 = 0o400;
 /// O(keystore), so spacing rewrites by O(keystore) changes keeps the cost per change constant.
 const COMPACT_SLACK: u64 = 4096;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct InitOptions {
     pub hmk_passphrase: Option<Passphrase>,
     pub kpk_passphrase: Option<Passphrase>,

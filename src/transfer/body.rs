@@ -151,7 +151,7 @@ mod key_hex {
     impl Visitor<'_> for KeyVisitor {
         type Value = KeyMaterial;
 
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a key as hex")
         }
 

@@ -227,7 +227,7 @@ impl<'a> Planner<'a> {
     fn record(
         &mut self,
         r: &ExportedRecord,
-        target: &mut Target,
+        target: &mut Target<'_>,
         changes: &mut Vec<Change>,
     ) -> RecordOutcome {
         let tag_holder = match self.ks.record(&r.tag) {

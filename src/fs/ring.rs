@@ -1,5 +1,5 @@
-//! Refusals: the errno a call returns, the one log line that explains it, and `.errors`, the
-//! ring of the latest 100 refusals that `tail MOUNT/.errors` shows, one JSON line each.
+//! Refusals as the administrator sees them: the one log line that explains each, and
+//! `.errors`, the ring of the latest 100 that `tail MOUNT/.errors` shows, one JSON line each.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -7,45 +7,10 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 use super::errno::{errno_name, errno_of};
+use super::error::FsError;
 use crate::keystore::Timestamp;
-use crate::service::KmsError;
 
 pub const MAX_ERRORS: usize = 100;
-
-/// Why an operation of the mount failed: the errno for the caller and a one-line reason for
-/// the administrator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsError {
-    pub errno: i32,
-    pub reason: String,
-    /// A failure of the daemon (storage, crypto) rather than a refusal of the caller's request.
-    pub internal: bool,
-}
-
-impl FsError {
-    pub fn new(errno: i32, reason: impl Into<String>) -> FsError {
-        FsError {
-            errno,
-            reason: reason.into(),
-            internal: false,
-        }
-    }
-
-    pub fn not_found() -> FsError {
-        FsError::new(libc::ENOENT, "no such file or directory")
-    }
-}
-
-impl From<KmsError> for FsError {
-    fn from(e: KmsError) -> FsError {
-        let errno = errno_of(&e);
-        FsError {
-            errno,
-            reason: e.to_string(),
-            internal: matches!(e, KmsError::Store(_) | KmsError::Crypto(_)),
-        }
-    }
-}
 
 /// Who asked, for the log and `.errors`.
 #[derive(Debug, Clone, Copy)]
@@ -91,20 +56,21 @@ impl ErrorRing {
     pub fn record(&self, caller: Caller, path: &str, operation: &str, err: &FsError) {
         let process = process_name(caller.pid);
         let who = process.as_deref().unwrap_or("?");
-        let name = errno_name(err.errno);
-        if err.internal {
+        let name = errno_name(errno_of(err));
+        let reason = err.to_string();
+        if err.is_internal() {
             log::error!(
                 "{operation} {path} failed ({name}) for uid {} pid {} ({who}): {}",
                 caller.uid,
                 caller.pid,
-                err.reason
+                reason
             );
         } else {
             log::warn!(
                 "{operation} {path} refused ({name}) for uid {} pid {} ({who}): {}",
                 caller.uid,
                 caller.pid,
-                err.reason
+                reason
             );
         }
         let line = Line {
@@ -115,7 +81,7 @@ impl ErrorRing {
             path,
             operation,
             errno: name,
-            reason: &err.reason,
+            reason: &reason,
         };
         let mut text = serde_json::to_string(&line).unwrap_or_default();
         text.push('\n');
@@ -133,10 +99,6 @@ impl ErrorRing {
                 ring.bytes -= old.len();
             }
         }
-    }
-
-    pub fn len_bytes(&self) -> usize {
-        self.inner.lock().map(|r| r.bytes).unwrap_or(0)
     }
 
     pub fn contents(&self) -> Vec<u8> {
@@ -167,20 +129,19 @@ mod tests {
                 caller,
                 &format!("/m/g/k{i}/state"),
                 "write",
-                &FsError::new(libc::EPERM, format!("reason {i}")),
+                &FsError::Exists(format!("reason {i}")),
             );
         }
         let text = String::from_utf8(ring.contents()).unwrap();
-        assert_eq!(text.len(), ring.len_bytes());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), MAX_ERRORS);
         let last: serde_json::Value = serde_json::from_str(lines[99]).unwrap();
-        assert_eq!(last["reason"], "reason 149");
-        assert_eq!(last["errno"], "EPERM");
+        assert_eq!(last["reason"], "reason 149 already exists");
+        assert_eq!(last["errno"], "EEXIST");
         assert_eq!(last["operation"], "write");
         assert_eq!(last["path"], "/m/g/k149/state");
         assert!(last["process"].is_string());
         let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-        assert_eq!(first["reason"], "reason 50");
+        assert_eq!(first["reason"], "reason 50 already exists");
     }
 }

@@ -1,21 +1,16 @@
-//! What the writes to control files mean, per open file, before the service sees them.
+//! What one open file has been written so far, before it means anything to the service.
 //!
-//! - Command files (`state`, `.quiesce`, `.cipher`): each `write()` is one whole command and
-//!   its offset is ignored, so `echo x > f`, `echo x >> f` and `printf x > f` all work.
-//! - `.create`: one JSON object, possibly split over several writes (`jq` splits large output);
-//!   acted on by the write that completes it.
-//! - Descriptions: small ordinary files, committed on flush or close.
+//! - `.create` (`ObjectInput`): one JSON object, possibly split over several writes (`jq`
+//!   splits large output); complete on the write that ends it.
+//! - Descriptions (`TextInput`): small ordinary files, committed on flush or close.
+//!
+//! Command files need no buffer: each `write()` is one whole command.
 
 use serde::de::IgnoredAny;
 use zeroize::Zeroizing;
 
-use super::errors::FsError;
-use crate::keystore::MAX_DESCRIPTION_BYTES;
-
-/// The text of one command write. Surrounding blanks are the service's to ignore.
-pub fn command_text(data: &[u8]) -> Result<&str, FsError> {
-    std::str::from_utf8(data).map_err(|_| FsError::new(libc::EINVAL, "the command is not UTF-8"))
-}
+use super::error::{FsError, InputError};
+use crate::keystore::check_description_len;
 
 /// A `.create` object is a name, a few words and a passphrase: anything this large is a
 /// mistake (a wrong file piped in), refused before it fills memory.
@@ -24,35 +19,39 @@ pub const MAX_CREATE_BYTES: usize = 64 * 1024;
 /// The JSON accumulated by one open `.create`.
 /// The object may hold a passphrase: the buffer is wiped when dropped, and is allocated at its
 /// full size up front so that growing it never leaves an unwiped copy behind.
-pub struct CreateInput {
+///
+/// Completeness is found by scanning with `IgnoredAny`, which builds no values (so no unwiped
+/// copy of a half-written passphrase); the complete object is then parsed once, into the
+/// request, by `parse::new_record`.
+pub struct ObjectInput {
+    file: &'static str,
     buf: Zeroizing<Vec<u8>>,
 }
 
-impl Default for CreateInput {
-    fn default() -> Self {
-        CreateInput {
+impl std::fmt::Debug for ObjectInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectInput({}, {} bytes)", self.file, self.buf.len())
+    }
+}
+
+impl ObjectInput {
+    pub fn new(file: &'static str) -> ObjectInput {
+        ObjectInput {
+            file,
             buf: Zeroizing::new(Vec::with_capacity(MAX_CREATE_BYTES)),
         }
     }
-}
 
-impl std::fmt::Debug for CreateInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CreateInput({} bytes)", self.buf.len())
-    }
-}
-
-impl CreateInput {
     /// Adds one write. Returns the complete object when this write completes one, None while
     /// it is incomplete. A refused write clears what was accumulated, so that the rest of a
     /// broken object is refused too rather than glued to the next attempt.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, FsError> {
         if self.buf.len() + data.len() > MAX_CREATE_BYTES {
             self.buf.clear();
-            return Err(FsError::new(
-                libc::EFBIG,
-                format!(".create takes one JSON object of at most {MAX_CREATE_BYTES} bytes"),
-            ));
+            return Err(FsError::ObjectTooLarge {
+                file: self.file,
+                max: MAX_CREATE_BYTES,
+            });
         }
         self.buf.extend_from_slice(data);
         let result = self.parse();
@@ -93,7 +92,7 @@ impl CreateInput {
 }
 
 fn invalid(reason: &str) -> FsError {
-    FsError::new(libc::EINVAL, format!(".create: {reason}"))
+    InputError::Create(reason.to_string()).into()
 }
 
 /// A description being edited through one open file: an ordinary small file in memory.
@@ -133,12 +132,9 @@ impl TextInput {
             usize::try_from(offset).unwrap_or(usize::MAX)
         };
         let end = offset.saturating_add(data.len());
-        if end > MAX_DESCRIPTION_BYTES {
+        if let Err(e) = check_description_len(end) {
             self.refuse();
-            return Err(FsError::new(
-                libc::EFBIG,
-                format!("a description holds at most {MAX_DESCRIPTION_BYTES} bytes"),
-            ));
+            return Err(e.into());
         }
         if self.text.len() < end {
             self.text.resize(end, 0);
@@ -151,12 +147,9 @@ impl TextInput {
 
     pub fn truncate(&mut self, size: u64) -> Result<(), FsError> {
         let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size > MAX_DESCRIPTION_BYTES {
+        if let Err(e) = check_description_len(size) {
             self.refuse();
-            return Err(FsError::new(
-                libc::EFBIG,
-                format!("a description holds at most {MAX_DESCRIPTION_BYTES} bytes"),
-            ));
+            return Err(e.into());
         }
         self.text.resize(size, 0);
         self.dirty = true;
@@ -177,10 +170,12 @@ impl TextInput {
         }
         self.dirty = false;
         self.written = false;
-        Some(
-            String::from_utf8(self.text.clone())
-                .map_err(|_| FsError::new(libc::EINVAL, "a description must be UTF-8 text")),
-        )
+        Some(String::from_utf8(self.text.clone()).map_err(|_| {
+            InputError::NotUtf8 {
+                what: "a description",
+            }
+            .into()
+        }))
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -191,10 +186,11 @@ impl TextInput {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::errno::errno_of;
 
     #[test]
     fn create_whole_and_split() {
-        let mut c = CreateInput::default();
+        let mut c = ObjectInput::new(".create");
         assert_eq!(
             &c.feed(b"{\"name\": \"k\"}\n").unwrap().unwrap()[..],
             b"{\"name\": \"k\"}"
@@ -212,21 +208,24 @@ mod tests {
 
     #[test]
     fn create_split_inside_a_string_escape() {
-        let mut c = CreateInput::default();
+        let mut c = ObjectInput::new(".create");
         assert_eq!(c.feed(b"{\"name\": \"a\\").unwrap(), None);
         assert!(c.feed(b"\"b\"}").unwrap().is_some());
     }
 
     #[test]
     fn create_refusals() {
-        let mut c = CreateInput::default();
-        assert_eq!(c.feed(b"{\"name\": }").unwrap_err().errno, libc::EINVAL);
+        let mut c = ObjectInput::new(".create");
+        assert_eq!(
+            errno_of(&c.feed(b"{\"name\": }").unwrap_err()),
+            libc::EINVAL
+        );
         assert!(!c.has_leftover(), "a refusal starts over");
-        assert_eq!(c.feed(b"[1]").unwrap_err().errno, libc::EINVAL);
-        assert_eq!(c.feed(b"name=k").unwrap_err().errno, libc::EINVAL);
-        assert_eq!(c.feed(b"{} {}").unwrap_err().errno, libc::EINVAL);
+        assert_eq!(errno_of(&c.feed(b"[1]").unwrap_err()), libc::EINVAL);
+        assert_eq!(errno_of(&c.feed(b"name=k").unwrap_err()), libc::EINVAL);
+        assert_eq!(errno_of(&c.feed(b"{} {}").unwrap_err()), libc::EINVAL);
         let big = vec![b' '; MAX_CREATE_BYTES + 1];
-        assert_eq!(c.feed(&big).unwrap_err().errno, libc::EFBIG);
+        assert_eq!(errno_of(&c.feed(&big).unwrap_err()), libc::EFBIG);
     }
 
     #[test]
@@ -249,7 +248,7 @@ mod tests {
         t.truncate(0).unwrap();
         assert_eq!(t.take_pending(true).unwrap().unwrap(), "");
         assert_eq!(
-            t.write(4090, b"0123456789", false).unwrap_err().errno,
+            errno_of(&t.write(4090, b"0123456789", false).unwrap_err()),
             libc::EFBIG
         );
         assert!(
@@ -260,7 +259,7 @@ mod tests {
         t.write(4095, b"z", false).unwrap();
         t.write(0, &[0xff], false).unwrap();
         assert_eq!(
-            t.take_pending(true).unwrap().unwrap_err().errno,
+            errno_of(&t.take_pending(true).unwrap().unwrap_err()),
             libc::EINVAL
         );
     }

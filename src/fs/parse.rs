@@ -1,0 +1,250 @@
+//! Control-file text into the service's types. Every refusal is an `InputError` or a keystore
+//! rule's error, and none echoes more than a short command: what was written may be a
+//! mis-pasted secret, and the reason reaches the log and `.errors`.
+
+use std::time::Duration;
+
+use super::error::{FsError, InputError};
+use crate::crypto::Passphrase;
+use crate::keystore::{Cipher, KeyTag, Name, State};
+use crate::service::{KeySource, NewRecord};
+
+/// The longest command a command file takes: `quiesce 604800` with room to spare. Anything
+/// longer is refused without being parsed or echoed.
+pub const MAX_COMMAND_BYTES: usize = 64;
+
+/// The text of one command write, blanks around it ignored.
+pub fn command_text(data: &[u8]) -> Result<&str, InputError> {
+    let text = std::str::from_utf8(data).map_err(|_| InputError::NotUtf8 {
+        what: "the command",
+    })?;
+    let text = text.trim();
+    if text.len() > MAX_COMMAND_BYTES {
+        return Err(InputError::CommandTooLong {
+            max: MAX_COMMAND_BYTES,
+        });
+    }
+    Ok(text)
+}
+
+/// A state name, any case.
+pub fn state(text: &str) -> Result<State, InputError> {
+    text.parse()
+        .map_err(|e: crate::keystore::UnknownState| InputError::UnknownState(e.0))
+}
+
+pub fn cipher(text: &str) -> Result<Cipher, FsError> {
+    Ok(text.parse()?)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum QuiesceCommand {
+    Quiesce { lease: Option<Duration> },
+    Unquiesce,
+}
+
+/// `quiesce` or `1`, `quiesce SECONDS`, `unquiesce` or `0`; case ignored.
+pub fn quiesce(text: &str) -> Result<QuiesceCommand, InputError> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["quiesce"] | ["1"] => Ok(QuiesceCommand::Quiesce { lease: None }),
+        ["unquiesce"] | ["0"] => Ok(QuiesceCommand::Unquiesce),
+        ["quiesce", secs] => {
+            let n: u64 = secs
+                .parse()
+                .map_err(|_| InputError::BadLease(secs.to_string()))?;
+            Ok(QuiesceCommand::Quiesce {
+                lease: Some(Duration::from_secs(n)),
+            })
+        }
+        _ => Err(InputError::UnknownQuiesce(text.to_string())),
+    }
+}
+
+/// The fields `.create` takes.
+const CREATE_FIELDS: [&str; 6] = ["name", "state", "description", "passphrase", "salt", "tag"];
+
+fn create_error(reason: impl Into<String>) -> FsError {
+    InputError::Create(reason.into()).into()
+}
+
+/// The object written to `.create`, as a request. Refusals name the field at fault but never
+/// echo a value: the object may carry a passphrase.
+pub fn new_record(bytes: &[u8]) -> Result<NewRecord, FsError> {
+    // Syntax errors from serde_json say where, never what: safe to pass on.
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => create_error("expected one JSON object"),
+            _ => create_error(format!("bad JSON: {e}")),
+        })?;
+    if let Some(unknown) = object.keys().find(|k| !CREATE_FIELDS.contains(&k.as_str())) {
+        return Err(create_error(format!(
+            "unknown field {:?} (expected {})",
+            short(unknown),
+            CREATE_FIELDS.join(", ")
+        )));
+    }
+    // Moved out, not copied: the passphrase leaves no second copy behind.
+    let mut text = |field: &'static str| -> Result<Option<String>, FsError> {
+        match object.remove(field) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(create_error(format!("field {field:?} must be a string"))),
+        }
+    };
+    let name = text("name")?.ok_or_else(|| create_error("missing field \"name\""))?;
+    let state_word = text("state")?;
+    let description = text("description")?.unwrap_or_default();
+    let passphrase = text("passphrase")?.map(Passphrase::new);
+    let salt = text("salt")?;
+    let tag = text("tag")?;
+    let name = Name::parse(&name)?;
+    let state = match state_word.as_deref() {
+        None => State::Prelive,
+        Some(word) => match word.parse::<State>() {
+            Ok(s) if s.may_be_created_in() => s,
+            _ => {
+                return Err(create_error(format!(
+                    "a record is created \"prelive\" or \"active\", not {:?}",
+                    short(word)
+                )))
+            }
+        },
+    };
+    let key = match passphrase {
+        None if salt.is_some() || tag.is_some() => {
+            return Err(create_error(
+                "\"salt\" and \"tag\" recover a passphrase-derived key: give \"passphrase\" too",
+            ))
+        }
+        None => KeySource::Random,
+        Some(p) if p.expose().is_empty() => return Err(create_error("the passphrase is empty")),
+        Some(passphrase) => {
+            if tag.is_some() && salt.is_none() {
+                return Err(create_error(
+                    "re-creating a record by \"tag\" needs its \"salt\" too",
+                ));
+            }
+            let salt = match salt {
+                None => None,
+                Some(h) => Some(hex::decode(&h).map_err(|_| create_error("\"salt\" is not hex"))?),
+            };
+            KeySource::Passphrase { passphrase, salt }
+        }
+    };
+    let tag = tag.map(|t| KeyTag::parse(&t)).transpose()?;
+    Ok(NewRecord {
+        name,
+        state,
+        description,
+        key,
+        tag,
+    })
+}
+
+/// At most the first 32 characters of what was written, for a reason.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(32) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        assert_eq!(state(" Active").unwrap(), State::Active);
+        assert!(matches!(state("activ"), Err(InputError::UnknownState(_))));
+        assert_eq!(command_text(b" active\n").unwrap(), "active");
+        assert!(matches!(
+            command_text(&[b'a'; 4096]),
+            Err(InputError::CommandTooLong { .. })
+        ));
+        assert!(matches!(
+            command_text(b"bad\xff"),
+            Err(InputError::NotUtf8 { .. })
+        ));
+        assert_eq!(cipher("aes_128").unwrap(), Cipher::Aes128);
+        assert!(cipher("AES_512").is_err());
+    }
+
+    #[test]
+    fn quiesce_commands() {
+        assert_eq!(
+            quiesce("Quiesce").unwrap(),
+            QuiesceCommand::Quiesce { lease: None }
+        );
+        assert_eq!(
+            quiesce("1").unwrap(),
+            QuiesceCommand::Quiesce { lease: None }
+        );
+        assert_eq!(quiesce("0").unwrap(), QuiesceCommand::Unquiesce);
+        assert_eq!(
+            quiesce("quiesce 600").unwrap(),
+            QuiesceCommand::Quiesce {
+                lease: Some(Duration::from_secs(600))
+            }
+        );
+        for bad in ["", "freeze", "quiesce x", "quiesce -5", "quiesce 1 2"] {
+            assert!(quiesce(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_never_echo_a_value() {
+        for bad in [
+            &br#"{"name":"k","passphrase":123456}"#[..],
+            br#"{"name":"k","passphrase":["123456"]}"#,
+            br#"{"name":"k","passphrase":{"p":"123456"}}"#,
+            br#"{"name":123456}"#,
+        ] {
+            let e = new_record(bad).unwrap_err();
+            assert!(!e.to_string().contains("123456"), "{e}");
+            assert!(matches!(e, FsError::Input(InputError::Create(_))), "{e}");
+        }
+        // An unknown field or a bad state is named, never at more than a short prefix.
+        let long = format!(r#"{{"{}":"x"}}"#, "s".repeat(5000));
+        assert!(new_record(long.as_bytes()).unwrap_err().to_string().len() < 200);
+        let long = format!(r#"{{"name":"k","state":"{}"}}"#, "s".repeat(5000));
+        assert!(new_record(long.as_bytes()).unwrap_err().to_string().len() < 200);
+    }
+
+    #[test]
+    fn parses_and_refuses() {
+        let r = new_record(br#"{"name":"k1","state":"Active"}"#).unwrap();
+        assert_eq!(r.state, State::Active);
+        assert!(matches!(r.key, KeySource::Random));
+        let r = new_record(br#"{"name":"k1","passphrase":"p","salt":"0011","tag":"ab"}"#).unwrap();
+        assert_eq!(r.tag.unwrap().as_str(), "ab");
+        assert!(
+            matches!(r.key, KeySource::Passphrase { salt: Some(ref s), .. } if s == &[0, 0x11])
+        );
+        for bad in [
+            &br#"{"state":"active"}"#[..],
+            br#"{"name":"k","state":"inactive"}"#,
+            br#"{"name":"k","colour":"red"}"#,
+            br#"{"name":"k","salt":"00"}"#,
+            br#"{"name":"k","passphrase":"p","tag":"00"}"#,
+            br#"{"name":"k","passphrase":"p","salt":"xyz"}"#,
+            br#"{"name":"k","passphrase":""}"#,
+            br#"{"name":".k"}"#,
+            br#"{"name":"k""#,
+            b"[]",
+        ] {
+            let e = new_record(bad).unwrap_err();
+            assert_eq!(
+                super::super::errno::errno_of(&e),
+                libc::EINVAL,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

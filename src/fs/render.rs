@@ -1,0 +1,210 @@
+//! What the files of the tree show, rendered from one consistent view of the service: the
+//! keystore, the freeze and the status under one read guard, and the `.errors` ring. Each file
+//! is rendered from its own object (and, for `.group.json`, the name of its active record),
+//! never from the whole keystore, so reading one costs the same with ten records or ten
+//! thousand.
+
+use serde::Serialize;
+
+use super::inode::Of;
+use super::ring::ErrorRing;
+use crate::keystore::{KeyGroup, KeyRecord, Keystore, Timestamp};
+use crate::service::ReadGuard;
+
+/// One consistent look at everything a file may show. Holding it holds the service's read
+/// lock: keep it short, and never call the service while holding it.
+pub struct View<'a> {
+    pub ks: &'a ReadGuard<'a>,
+    pub errors: &'a ErrorRing,
+}
+
+impl View<'_> {
+    pub fn keystore(&self) -> &Keystore {
+        self.ks
+    }
+
+    pub fn group(&self, of: &Of) -> Option<&KeyGroup> {
+        match of {
+            Of::Group(g) => self.ks.group(g),
+            _ => None,
+        }
+    }
+
+    pub fn record(&self, of: &Of) -> Option<&KeyRecord> {
+        match of {
+            Of::Record(k) => self.ks.record(k),
+            _ => None,
+        }
+    }
+}
+
+/// JSON files end with a newline, as text files do; keys keep the struct's field order.
+fn json_line<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these structs of strings and numbers cannot fail.
+    let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// One word and a newline, as `cat state` and `cat .cipher` show it.
+fn word_line(word: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(word.len() + 1);
+    out.extend_from_slice(word.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    version: &'a str,
+    format_version: u16,
+    data_dir: String,
+    groups: usize,
+    records: usize,
+    hmk_id: &'a str,
+    kpk_id: &'a str,
+    quiesced: bool,
+}
+
+pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
+    let s = v.ks.status();
+    Some(json_line(&StatusJson {
+        version: s.version,
+        format_version: s.format_version,
+        data_dir: s.data_dir.display().to_string(),
+        groups: s.groups,
+        records: s.records,
+        hmk_id: &s.hmk_id,
+        kpk_id: &s.kpk_id,
+        quiesced: s.quiesced,
+    }))
+}
+
+#[derive(Serialize)]
+struct QuiesceJson {
+    quiesced: bool,
+    holds: usize,
+    since: Option<String>,
+    leases: Vec<String>,
+}
+
+pub fn quiesce(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
+    let q = v.ks.quiesce_view();
+    Some(json_line(&QuiesceJson {
+        quiesced: q.quiesced,
+        holds: q.holds,
+        since: q.since.map(Timestamp::to_rfc3339),
+        leases: q.leases.into_iter().map(Timestamp::to_rfc3339).collect(),
+    }))
+}
+
+pub fn errors(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
+    Some(v.errors.contents())
+}
+
+/// `.group.json`: keys in the contract's order.
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    name: &'a str,
+    tag: &'a str,
+    cipher: &'a str,
+    description: &'a str,
+    created: String,
+    modified: String,
+    records: usize,
+    active: Option<&'a str>,
+}
+
+pub fn group_json(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    let g = v.group(of)?;
+    let active = g
+        .active()
+        .and_then(|t| v.ks.record(t))
+        .map(|r| r.name.as_str());
+    Some(json_line(&GroupJson {
+        name: g.name.as_str(),
+        tag: g.tag.as_str(),
+        cipher: g.cipher.as_str(),
+        description: &g.description,
+        created: g.created.to_rfc3339(),
+        modified: g.modified.to_rfc3339(),
+        records: g.record_count(),
+        active,
+    }))
+}
+
+pub fn group_description(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    Some(v.group(of)?.description.clone().into_bytes())
+}
+
+pub fn cipher(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    Some(word_line(v.group(of)?.cipher.as_str()))
+}
+
+/// `.create` reads back empty, even for root.
+pub fn nothing(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    v.group(of).map(|_| Vec::new())
+}
+
+/// The target of `.active`: the record's name, relative to the group directory; absent while
+/// no record is active.
+pub fn active_target(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    let r = v.ks.record(v.group(of)?.active()?)?;
+    Some(r.name.as_str().as_bytes().to_vec())
+}
+
+/// `record.json`: never the key; the salt only when the key came from a passphrase.
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    name: &'a str,
+    tag: &'a str,
+    group: &'a str,
+    group_tag: &'a str,
+    state: &'a str,
+    cipher: &'a str,
+    description: &'a str,
+    created: String,
+    modified: String,
+    passphrase_derived: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    salt: Option<String>,
+}
+
+pub fn record_json(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    let r = v.record(of)?;
+    let group = v.ks.group(&r.group);
+    Some(json_line(&RecordJson {
+        name: r.name.as_str(),
+        tag: r.tag.as_str(),
+        group: group.map(|g| g.name.as_str()).unwrap_or(""),
+        group_tag: r.group.as_str(),
+        state: r.state.as_str(),
+        cipher: group.map(|g| g.cipher.as_str()).unwrap_or(""),
+        description: &r.description,
+        created: r.created.to_rfc3339(),
+        modified: r.modified.to_rfc3339(),
+        passphrase_derived: r.derivation.is_some(),
+        salt: r.derivation.as_ref().map(|d| hex::encode(&d.salt)),
+    }))
+}
+
+pub fn state(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    Some(word_line(v.record(of)?.state.as_str()))
+}
+
+pub fn record_description(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    Some(v.record(of)?.description.clone().into_bytes())
+}
+
+/// The length of a record's key: its group's cipher's.
+pub fn key_len(v: &View<'_>, of: &Of) -> Option<u64> {
+    let r = v.record(of)?;
+    Some(v.ks.group(&r.group)?.cipher.key_len() as u64)
+}
+
+/// The target of `.by-tag/TAG`: `../GROUP/RECORD`.
+pub fn tag_target(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    let r = v.record(of)?;
+    let g = v.ks.group(&r.group)?;
+    Some(format!("../{}/{}", g.name, r.name).into_bytes())
+}

@@ -1,0 +1,60 @@
+//! Serving a mount until it ends: `umount MOUNTPOINT` from outside, or SIGINT/SIGTERM, which
+//! unmount it. SIGHUP (the terminal of a foreground daemon closing, or `logrotate`) is caught
+//! and logged: it never kills a serving daemon.
+
+use std::io;
+use std::path::Path;
+
+use fuser::BackgroundSession;
+use nix::mount::{umount2, MntFlags};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// Serves `session` (mounted at `mountpoint`) until it is unmounted; returns the serving
+/// thread's result.
+pub fn until_unmounted(mut session: BackgroundSession, mountpoint: &Path) -> io::Result<()> {
+    // The handlers stay installed once registered (signal-hook never removes them); after
+    // `close` they only drop what arrives. A daemon exits right after this returns.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let handle = signals.handle();
+    let watcher = {
+        let mountpoint = mountpoint.to_path_buf();
+        std::thread::Builder::new()
+            .name("kmsfs-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if sig == SIGHUP {
+                        log::info!("SIGHUP: nothing to reopen; still serving");
+                        continue;
+                    }
+                    log::info!("signal {sig}: unmounting {}", mountpoint.display());
+                    unmount(&mountpoint);
+                }
+            })?
+    };
+    // fuser 0.18 unmounts again when the session is dropped after an outside `umount`: its
+    // check sees the closed device as still mounted, and a second umount2 could take down a
+    // new mount at the same path (docs/fuse-notes.md, "double unmount"). The session is
+    // already unmounted once its serving thread has ended, so take that thread and forget
+    // the rest rather than drop it.
+    let finished = std::thread::spawn(|| Ok(()));
+    let serving = std::mem::replace(&mut session.guard, finished);
+    std::mem::forget(session);
+    let result = serving
+        .join()
+        .map_err(|_| io::Error::other("the file system's serving thread panicked"))?;
+    handle.close();
+    let _ = watcher.join();
+    result
+}
+
+/// Unmounts `path`; if something keeps it busy (a shell's working directory), detaches it so
+/// that the daemon can still exit and the mount goes away once it is no longer used.
+fn unmount(path: &Path) {
+    if let Err(e) = umount2(path, MntFlags::empty()) {
+        log::warn!("unmounting {}: {e}; detaching it instead", path.display());
+        if let Err(e) = umount2(path, MntFlags::MNT_DETACH) {
+            log::error!("cannot unmount {}: {e}", path.display());
+        }
+    }
+}

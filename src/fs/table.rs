@@ -1,0 +1,298 @@
+//! What each mounted file is, said once: name, directory, type, mode, cache policy, what its
+//! content is and what a write to it means. Lookup, readdir, getattr, open, read and write are
+//! all derived from this table, and a file's size is always the length of what it renders, so
+//! `stat` and `cat` cannot disagree.
+//!
+//! Adding a file is one entry here plus its behaviour: a render function (`render.rs`) and,
+//! if it is writable, a write function (`commands.rs`).
+
+use std::time::Duration;
+
+use fuser::FileType;
+
+use super::commands;
+use super::error::FsError;
+use super::inode::Of;
+use super::render::{self, View};
+use crate::crypto::KeyMaterial;
+use crate::service::Kms;
+
+/// The directory a fixed file lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dir {
+    Root,
+    Group,
+    Record,
+    ByTag,
+}
+
+/// How long the kernel may keep a node's attributes, its name, and its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cache {
+    /// Directories: they change only through this mount's own mkdir, rmdir and rename, for
+    /// which the kernel updates its caches itself.
+    Stable,
+    /// Never changes once it exists (`key`): attributes cached, bytes kept in the page cache
+    /// across opens.
+    Immutable,
+    /// Content or size changes as a side effect of other operations (`state` of a record
+    /// demoted by another's activation, JSON, the root's files): attributes never cached, read
+    /// with direct I/O, so `cat` right after a change shows the new value. The name is stable.
+    Volatile,
+    /// Comes and goes with other operations (`.active`, `.by-tag/TAG`): neither the name nor
+    /// the attributes may be cached, or a vanished name stays visible.
+    Vanishing,
+}
+
+/// Names and attributes that may be cached: a short positive TTL lets `ls -l` of 10,000
+/// records run on READDIRPLUS alone, without one GETATTR per entry.
+pub const STABLE_TTL: Duration = Duration::from_secs(1);
+pub const NO_TTL: Duration = Duration::ZERO;
+
+impl Cache {
+    /// (attributes, directory entry).
+    pub fn ttls(self) -> (Duration, Duration) {
+        match self {
+            Cache::Stable | Cache::Immutable => (STABLE_TTL, STABLE_TTL),
+            Cache::Volatile => (NO_TTL, STABLE_TTL),
+            Cache::Vanishing => (NO_TTL, NO_TTL),
+        }
+    }
+}
+
+/// Renders a file from the keystore; None when the file does not exist right now.
+pub type Render = fn(&View<'_>, &Of) -> Option<Vec<u8>>;
+
+pub enum Content {
+    /// Rendered on every open and stat.
+    Rendered(Render),
+    /// Bytes handed out only by `open`, after the service's checks; `len` gives the size
+    /// without touching them.
+    Secret {
+        len: fn(&View<'_>, &Of) -> Option<u64>,
+        open: fn(&Kms, &Of) -> Result<KeyMaterial, FsError>,
+    },
+}
+
+/// A command or a commit, applied to the file's object.
+pub type Apply = fn(&Kms, &Of, &str) -> Result<(), FsError>;
+
+/// What writing a file means.
+#[derive(Clone, Copy)]
+pub enum Write {
+    ReadOnly,
+    /// One short command per `write()`, the offset ignored, applied in that `write()` so the
+    /// caller gets the refusal; the shell's truncate is accepted and does nothing.
+    Command(Apply),
+    /// One JSON object, over as many writes of one open file as it takes; acted on by the
+    /// write that completes it.
+    Object(fn(&Kms, &Of, &[u8]) -> Result<(), FsError>),
+    /// A small ordinary file, committed when flushed or closed.
+    Text(Apply),
+}
+
+pub struct File {
+    pub dir: Dir,
+    pub name: &'static str,
+    pub kind: FileType,
+    pub perm: u16,
+    pub cache: Cache,
+    pub content: Content,
+    pub write: Write,
+}
+
+impl File {
+    pub fn writable(&self) -> bool {
+        !matches!(self.write, Write::ReadOnly)
+    }
+}
+
+/// An index into `FILES`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId(pub u8);
+
+impl FileId {
+    pub fn file(self) -> &'static File {
+        &FILES[self.0 as usize]
+    }
+
+    /// The file called `name` in a directory of kind `dir`.
+    pub fn find(dir: Dir, name: &str) -> Option<FileId> {
+        FILES
+            .iter()
+            .position(|f| f.dir == dir && f.name == name)
+            .map(|i| FileId(i as u8))
+    }
+
+    /// The fixed files of a directory of kind `dir`, in listing order.
+    pub fn all_in(dir: Dir) -> impl Iterator<Item = FileId> {
+        (0..FILES.len())
+            .filter(move |&i| FILES[i].dir == dir)
+            .map(|i| FileId(i as u8))
+    }
+}
+
+/// Mode of every directory: searchable by whoever the mount lets in.
+pub const DIR_PERM: u16 = 0o755;
+
+const fn rendered(
+    dir: Dir,
+    name: &'static str,
+    perm: u16,
+    cache: Cache,
+    render: Render,
+    write: Write,
+) -> File {
+    File {
+        dir,
+        name,
+        kind: FileType::RegularFile,
+        perm,
+        cache,
+        content: Content::Rendered(render),
+        write,
+    }
+}
+
+const fn link(dir: Dir, name: &'static str, target: Render) -> File {
+    File {
+        dir,
+        name,
+        kind: FileType::Symlink,
+        // Symlinks always show 0777; only their target's mode matters.
+        perm: 0o777,
+        cache: Cache::Vanishing,
+        content: Content::Rendered(target),
+        write: Write::ReadOnly,
+    }
+}
+
+use Cache::Volatile;
+use Dir::{Group, Record, Root};
+use Write::ReadOnly;
+
+/// The fixed files of the tree. Modes: control files are writable by the owner, metadata is
+/// read-only, `.create` is write-only (it reads back empty, so `cp -r` and `tar` pass over it),
+/// `key` is 0400 as the contract says.
+pub static FILES: [File; 12] = [
+    rendered(
+        Root,
+        ".quiesce",
+        0o600,
+        Volatile,
+        render::quiesce,
+        Write::Command(commands::quiesce),
+    ),
+    rendered(Root, ".status", 0o444, Volatile, render::status, ReadOnly),
+    rendered(Root, ".errors", 0o444, Volatile, render::errors, ReadOnly),
+    rendered(
+        Group,
+        ".group.json",
+        0o444,
+        Volatile,
+        render::group_json,
+        ReadOnly,
+    ),
+    rendered(
+        Group,
+        ".description",
+        0o600,
+        Volatile,
+        render::group_description,
+        Write::Text(commands::describe_group),
+    ),
+    rendered(
+        Group,
+        ".cipher",
+        0o600,
+        Volatile,
+        render::cipher,
+        Write::Command(commands::cipher),
+    ),
+    rendered(
+        Group,
+        ".create",
+        0o200,
+        Volatile,
+        render::nothing,
+        Write::Object(commands::create),
+    ),
+    link(Group, ".active", render::active_target),
+    rendered(
+        Record,
+        "record.json",
+        0o444,
+        Volatile,
+        render::record_json,
+        ReadOnly,
+    ),
+    rendered(
+        Record,
+        "state",
+        0o600,
+        Volatile,
+        render::state,
+        Write::Command(commands::state),
+    ),
+    rendered(
+        Record,
+        "description",
+        0o600,
+        Volatile,
+        render::record_description,
+        Write::Text(commands::describe_record),
+    ),
+    File {
+        dir: Record,
+        name: "key",
+        kind: FileType::RegularFile,
+        perm: 0o400,
+        cache: Cache::Immutable,
+        content: Content::Secret {
+            len: render::key_len,
+            open: commands::read_key,
+        },
+        write: ReadOnly,
+    },
+];
+
+/// `.by-tag/TAG`: named by the record's tag, a symlink to `../GROUP/RECORD`.
+pub static TAG_LINK: File = link(Dir::ByTag, "TAG", render::tag_target);
+
+/// The root's fixed directory.
+pub const BY_TAG: &str = ".by-tag";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_agree_with_what_a_write_means() {
+        for f in FILES.iter().chain([&TAG_LINK]) {
+            let owner_writes = f.perm & 0o200 != 0 && f.kind == FileType::RegularFile;
+            assert_eq!(owner_writes, f.writable(), "{}", f.name);
+            // Key material is never in the page cache of a file that could change.
+            if matches!(f.content, Content::Secret { .. }) {
+                assert_eq!(f.cache, Cache::Immutable, "{}", f.name);
+                assert_eq!(f.perm & 0o077, 0, "{}", f.name);
+            }
+            assert_eq!(f.kind == FileType::Symlink, f.cache == Cache::Vanishing);
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_directory() {
+        for (i, a) in FILES.iter().enumerate() {
+            assert!(
+                a.name.starts_with('.') || a.dir == Dir::Record,
+                "{}",
+                a.name
+            );
+            for b in &FILES[i + 1..] {
+                assert!(a.dir != b.dir || a.name != b.name, "{}", a.name);
+            }
+            assert_eq!(FileId::find(a.dir, a.name), Some(FileId(i as u8)));
+        }
+        assert_eq!(FileId::find(Dir::Record, ".active"), None);
+    }
+}
