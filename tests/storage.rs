@@ -245,8 +245,7 @@ fn a_second_opener_is_refused_while_the_first_holds_the_lock() {
     store::init(&dir, InitOptions::default()).unwrap();
     let first = Kms::open(&dir).unwrap();
     let err = Kms::open(&dir)
-        .err()
-        .expect("second open must fail")
+        .expect_err("second open must fail")
         .to_string();
     assert!(err.contains("in use by another kmsfs process"), "{err}");
     drop(first);
