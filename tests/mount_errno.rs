@@ -1,9 +1,10 @@
-//! The contract's errno table ("Errors" in interface.md), one real system call per row, each
+//! The errno table of `docs/errors.md`, one real system call per row, each
 //! refusal changing nothing and leaving its reason in `.errors`.
 
-mod common;
+mod support;
 
-use common::{errno, Mounted};
+use support::cli::errno;
+use support::mount::Mounted;
 
 type Case<'a> = (
     &'a str,

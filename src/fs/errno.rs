@@ -62,7 +62,8 @@ pub fn keystore_errno(e: &KeystoreError) -> i32 {
         KeystoreError::GroupNotEmpty { .. } => libc::ENOTEMPTY,
         // A description is a small file; larger than it may grow is "file too large".
         KeystoreError::DescriptionTooLong { .. } => libc::EFBIG,
-        // Only reachable through `.create` with a salt/tag of another cipher: malformed input.
+        // The key's length follows the group's cipher; only a `.cipher` change racing a
+        // `.create` on an empty group meets it. The request no longer fits: malformed input.
         KeystoreError::KeyLengthMismatch { .. } => libc::EINVAL,
     }
 }

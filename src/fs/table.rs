@@ -29,8 +29,10 @@ pub enum Dir {
 /// How long the kernel may keep a node's attributes, its name, and its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cache {
-    /// Directories: they change only through this mount's own mkdir, rmdir and rename, for
-    /// which the kernel updates its caches itself.
+    /// Directories: their names change only through this mount's own mkdir, rmdir and
+    /// rename, for which the kernel updates its caches itself. A group's link count and mtime
+    /// also move with `.create` and activations: `stat` may show them up to 1 s late, the
+    /// price of `ls -l` on READDIRPLUS alone.
     Stable,
     /// Never changes once it exists (`key`): attributes cached, bytes kept in the page cache
     /// across opens.

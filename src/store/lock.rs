@@ -3,8 +3,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use super::StoreError;
 
@@ -14,13 +16,13 @@ pub const LOCK_FILE: &str = "kmsfs.lock";
 /// lock lives in the kernel (flock), not in the file's contents.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    _lock: Flock<File>,
 }
 
 impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
         let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -28,11 +30,9 @@ impl DirLock {
             .mode(0o600)
             .open(&path)
             .map_err(StoreError::io(format!("cannot open {}", path.display())))?;
-        // SAFETY: flock on a file descriptor we own; no memory is shared.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 return Err(StoreError::Locked {
@@ -40,14 +40,16 @@ impl DirLock {
                     pid: text.trim().parse().ok(),
                 });
             }
-            return Err(StoreError::io(format!("cannot lock {}", path.display()))(
-                err,
-            ));
-        }
-        let _ = file.set_len(0);
-        let _ = file.rewind();
-        let _ = writeln!(file, "{}", std::process::id());
-        Ok(DirLock { _file: file })
+            Err((_, errno)) => {
+                return Err(StoreError::io(format!("cannot lock {}", path.display()))(
+                    errno.into(),
+                ))
+            }
+        };
+        let _ = lock.set_len(0);
+        let _ = lock.rewind();
+        let _ = writeln!(lock, "{}", std::process::id());
+        Ok(DirLock { _lock: lock })
     }
 
     /// Whether some process holds the lock now (for commands that must not run beside a mount).
