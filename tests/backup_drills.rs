@@ -14,22 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{
-    collect_keys, digests, failed, kmsfs, modes, mount_refused, ok, records, snapshot,
-    unlock_all_keys, verify, Daemon, Scratch, BACKUP_SET,
-};
+use kmsfs::store::BACKUP_SET;
+use support::cli::{describe, errno, failed, kmsfs, ok, path_with_kmsfs, text, verify};
+use support::daemon::{mount_refused, Daemon};
+use support::scratch::Scratch;
+use support::snapshot::{collect_keys, digests, modes, records, snapshot, unlock_all_keys};
 
 const FROZEN: [u32; 3] = [0o400; 3];
 const WRITABLE: [u32; 3] = [0o600; 3];
-
-fn errno<T: std::fmt::Debug>(what: &str, r: std::io::Result<T>) -> i32 {
-    match r {
-        Ok(v) => panic!("{what}: expected an error, got Ok({v:?})"),
-        Err(e) => e
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("{what}: not an OS error: {e}")),
-    }
-}
 
 /// Polls `.quiesce` until `quiesced` is `want`.
 fn wait_quiesced(d: &Daemon, want: bool, deadline: Duration) -> Duration {
@@ -314,7 +306,8 @@ fn while_frozen_every_change_is_erofs_reads_work_and_no_byte_changes() {
         (".cipher", fs::write(p("e/.cipher"), "AES_128")),
     ];
     for (what, r) in attempts {
-        assert_eq!(errno(what, r), libc::EROFS, "{what}");
+        assert!(r.is_err(), "{what}: expected an error, got {r:?}");
+        assert_eq!(errno(r), libc::EROFS, "{what}");
     }
     // The same through bash, which prints the errno's text.
     for cmd in [
@@ -338,9 +331,9 @@ fn while_frozen_every_change_is_erofs_reads_work_and_no_byte_changes() {
     // A write that changes nothing may succeed; it never changes anything.
     let same = d.sh("echo active > g/a/state");
     assert!(
-        same.status.success() || support::text(&same.stderr).contains("Read-only file system"),
+        same.status.success() || text(&same.stderr).contains("Read-only file system"),
         "{}",
-        support::describe("same state", &same)
+        describe("same state", &same)
     );
 
     // Reads keep working, key reads included.
@@ -387,7 +380,7 @@ echo "$n $ok""#,
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = writer.wait_with_output().unwrap();
-    let counts = support::text(&out.stdout);
+    let counts = text(&out.stdout);
     let counts: Vec<u64> = counts
         .split_whitespace()
         .map(|n| n.parse().unwrap())
@@ -410,7 +403,7 @@ echo "$n $ok""#,
     );
     assert_eq!(q["since"], since, "the freeze is the same one");
     assert_eq!(modes(&data), FROZEN);
-    assert_eq!(errno("mkdir", fs::create_dir(d.p("g2"))), libc::EROFS);
+    assert_eq!(errno(fs::create_dir(d.p("g2"))), libc::EROFS);
     assert_eq!(digests(&data), before);
     // The last release: writable again, and changes resume.
     d.sh_ok("echo 0 > .quiesce");
@@ -421,10 +414,7 @@ echo "$n $ok""#,
     d.sh_ok("mkdir g2 && echo inactive > g/a/state && mv g/p g/p2 && rmdir e");
     assert_ne!(digests(&data), before);
     // Unquiesce with no hold: EINVAL.
-    assert_eq!(
-        errno("unquiesce", fs::write(d.p(".quiesce"), "unquiesce")),
-        libc::EINVAL
-    );
+    assert_eq!(errno(fs::write(d.p(".quiesce"), "unquiesce")), libc::EINVAL);
     let err = d.sh_err("echo unquiesce > .quiesce");
     assert!(err.contains("Invalid argument"), "{err}");
     d.stop();
@@ -443,7 +433,7 @@ fn a_lease_lapses_by_itself_and_unquiesce_releases_a_plain_hold_first() {
     // The lease's expiry is about two seconds from now.
     d.sh_ok(r#"jq -e '((.leases[0] | fromdateiso8601) - now) | (. > -1 and . < 4)' .quiesce"#);
     assert_eq!(modes(&data), FROZEN);
-    assert_eq!(errno("mkdir", fs::create_dir(d.p("g2"))), libc::EROFS);
+    assert_eq!(errno(fs::create_dir(d.p("g2"))), libc::EROFS);
     wait_quiesced(&d, false, Duration::from_secs(10));
     let lapsed = t0.elapsed();
     assert!(
@@ -468,7 +458,7 @@ fn a_lease_lapses_by_itself_and_unquiesce_releases_a_plain_hold_first() {
         d.sh_ok("jq -e '.holds == 2 and (.leases | length) == 1' .quiesce");
         d.sh_ok("echo unquiesce > .quiesce");
         d.sh_ok("jq -e '.quiesced and .holds == 1 and (.leases | length) == 1' .quiesce");
-        assert_eq!(errno("mkdir", fs::create_dir(d.p("g3"))), libc::EROFS);
+        assert_eq!(errno(fs::create_dir(d.p("g3"))), libc::EROFS);
         d.sh_ok("echo unquiesce > .quiesce");
         d.sh_ok("jq -e '.quiesced == false and .holds == 0' .quiesce");
         assert_eq!(modes(&data), WRITABLE);
@@ -769,7 +759,7 @@ fn run_script(
     let mut c = Command::new(example(name));
     c.args(args)
         .current_dir(s.dir.path())
-        .env("PATH", support::path_with_kmsfs())
+        .env("PATH", path_with_kmsfs())
         .env("TMPDIR", &tmp)
         .stdin(Stdio::null());
     for (k, v) in env {
@@ -940,7 +930,7 @@ fn backup_script_keeps_the_key_files_apart_when_asked() {
 /// A directory with a `cp` that runs `behaviour` instead of (or before) the real one: the
 /// fault injected into backup.sh's copy, which runs while the keystore is frozen.
 fn fake_cp(s: &Scratch, name: &str, behaviour: &str) -> std::ffi::OsString {
-    let real = support::text(
+    let real = text(
         &Command::new("bash")
             .args(["-c", "command -v cp"])
             .output()
@@ -962,7 +952,7 @@ fn fake_cp(s: &Scratch, name: &str, behaviour: &str) -> std::ffi::OsString {
     fs::set_permissions(&cp, fs::Permissions::from_mode(0o755)).unwrap();
     let mut path = dir.into_os_string();
     path.push(":");
-    path.push(support::path_with_kmsfs());
+    path.push(path_with_kmsfs());
     path
 }
 

@@ -4,30 +4,34 @@
 //! The test re-runs its own binary as the writer (selected by an environment variable), so
 //! the kill lands in a real process at an arbitrary instant, possibly inside an fdatasync.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kmsfs::service::{Kms, NewRecord};
+use kmsfs::service::Kms;
 use kmsfs::store::{self, InitOptions};
+use support::cli::{ok, verify};
+use support::keystore::{group, record};
 
 const CHILD_ENV: &str = "KMSFS_CRASH_CHILD_DIR";
 
 /// The writer: creates records and changes states forever, printing each acknowledgement.
 fn writer(dir: &Path) -> ! {
     let kms = Kms::open(dir).unwrap();
-    let g = match kms.read().group_by_name("pool") {
-        Some(g) => g.tag.clone(),
-        None => unreachable!("the parent creates the group"),
-    };
     let start = kms.read().record_count();
     let mut out = std::io::stdout();
     for i in start.. {
-        let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse(&format!("r{i}")).unwrap());
-        req.description = "x".repeat(i % 700);
-        let t = kms.create_record(&g, req).unwrap();
-        kms.set_state(&t, "active".parse().unwrap()).unwrap();
+        // Created prelive, then activated (the parent made the group).
+        let t = record(
+            &kms,
+            "pool",
+            &format!("r{i}"),
+            "active",
+            &"x".repeat(i % 700),
+        );
         use std::io::Write;
         writeln!(out, "ACK {i} {t}").unwrap();
         out.flush().unwrap();
@@ -50,10 +54,7 @@ fn sigkill_mid_write_loses_no_acknowledged_change() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     store::init(&dir, InitOptions::default()).unwrap();
-    Kms::open(&dir)
-        .unwrap()
-        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
+    group(&Kms::open(&dir).unwrap(), "pool");
     let mut acked: Vec<String> = Vec::new();
     for round in 0..12 {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -104,14 +105,5 @@ fn sigkill_mid_write_loses_no_acknowledged_change() {
         assert!(active <= 1);
     }
     assert!(acked.len() >= 12 * 5);
-    let out = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .args(["verify", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("verify", verify(&dir));
 }

@@ -3,46 +3,30 @@
 //! all or nothing, skips what is already there, never makes two records active, and keeps
 //! off a keystore that is in use.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-use kmsfs::crypto::Passphrase;
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Output;
+
 use kmsfs::keystore::{KeyTag, State};
-use kmsfs::service::{Kms, NewRecord};
+use kmsfs::service::Kms;
 use kmsfs::store::{self, InitOptions};
+use support::cli::{failed, kmsfs, ok, text, verify};
+use support::keystore::{derived_record, group, record};
+use support::scratch::Scratch;
 
 const EXPORT_PASS: &str = "export passphrase, kept apart";
 const RECORD_PASS: &str = "correct horse battery staple";
 
-fn kmsfs(args: &[&str], paths: &[&Path]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kmsfs"));
-    c.stdin(std::process::Stdio::null()).args(args).args(paths);
-    c.output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A scratch area: `dir("src")` is a data directory path, `file("x")` a plain file path.
-struct Scratch(tempfile::TempDir);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let s = Scratch(tempfile::tempdir().unwrap());
-        std::fs::write(s.file("pass"), format!("{EXPORT_PASS}\n")).unwrap();
-        std::fs::write(s.file("wrong"), "not the passphrase\n").unwrap();
-        s
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.0.path().join(name)
-    }
+/// A scratch area holding the export passphrase in `pass` and another one in `wrong`; data
+/// directories and containers are paths below it.
+fn scratch() -> Scratch {
+    let s = Scratch::new();
+    s.file("pass", &format!("{EXPORT_PASS}\n"));
+    s.file("wrong", "not the passphrase\n");
+    s
 }
 
 /// Everything an export must carry for one record, as the keystore reports it.
@@ -82,37 +66,14 @@ fn seen(dir: &Path) -> BTreeMap<KeyTag, Seen> {
         .collect()
 }
 
-fn record(kms: &Kms, group: &str, name: &str, state: &str, description: &str) -> KeyTag {
-    let g = kms.read().group_by_name(group).unwrap().tag.clone();
-    let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse(name).unwrap());
-    req.description = description.into();
-    let t = kms.create_record(&g, req).unwrap();
-    let path: &[&str] = match state {
-        "prelive" => &[],
-        "active" => &["active"],
-        "inactive" => &["active", "inactive"],
-        "deprecated" => &["active", "inactive", "deprecated"],
-        "terminated" => &["active", "inactive", "deprecated", "terminated"],
-        other => panic!("{other}"),
-    };
-    for s in path {
-        kms.set_state(&t, s.parse().unwrap()).unwrap();
-    }
-    t
-}
-
 /// Two groups (AES_256 and AES_128), records in every state, descriptions everywhere, and
 /// (if `derived`) one passphrase-derived record.
 fn populated(dir: &Path, derived: bool) {
     store::init(dir, InitOptions::default()).unwrap();
     let kms = Kms::open(dir).unwrap();
-    let pool = kms
-        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
+    let pool = group(&kms, "pool");
     kms.describe_group(&pool, "pool: nightly backups").unwrap();
-    let legacy = kms
-        .create_group(kmsfs::keystore::Name::parse("legacy").unwrap())
-        .unwrap();
+    let legacy = group(&kms, "legacy");
     kms.set_group_cipher(&legacy, "AES_128".parse().unwrap())
         .unwrap();
     kms.describe_group(&legacy, "legacy: tape archive").unwrap();
@@ -130,51 +91,54 @@ fn populated(dir: &Path, derived: bool) {
     }
     record(&kms, "legacy", "old", "inactive", "legacy record notes");
     if derived {
-        let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse("derived").unwrap());
-        req.key = kmsfs::service::KeySource::Passphrase {
-            passphrase: Passphrase::new(RECORD_PASS.into()),
-            salt: None,
-        };
-        req.description = "derived record notes".into();
-        kms.create_record(&pool, req).unwrap();
+        derived_record(
+            &kms,
+            "pool",
+            "derived",
+            RECORD_PASS,
+            None,
+            "derived record notes",
+        );
     }
 }
 
 fn export(s: &Scratch, src: &Path, out: &str, groups: &[&str]) -> Output {
-    let mut args = vec!["export", "--data-dir"];
-    let src = src.to_str().unwrap();
-    let out = s.file(out);
-    let pass = s.file("pass");
-    args.extend([src, "--out", out.to_str().unwrap()]);
-    args.extend(["--passphrase-file", pass.to_str().unwrap()]);
+    let out = s.path(out);
+    let pass = s.path("pass");
+    let mut args = vec![
+        OsStr::new("export"),
+        OsStr::new("--data-dir"),
+        src.as_os_str(),
+        OsStr::new("--out"),
+        out.as_os_str(),
+        OsStr::new("--passphrase-file"),
+        pass.as_os_str(),
+    ];
     for g in groups {
-        args.extend(["--group", g]);
+        args.extend([OsStr::new("--group"), OsStr::new(g)]);
     }
-    kmsfs(&args, &[])
+    kmsfs(args)
 }
 
 fn import(s: &Scratch, dst: &Path, file: &str, pass: &str, flags: &[&str]) -> Output {
-    let mut args = vec!["import", "--data-dir", dst.to_str().unwrap()];
-    let pass = s.file(pass);
-    args.extend(["--passphrase-file", pass.to_str().unwrap()]);
-    args.extend(flags);
-    kmsfs(&args, &[&s.file(file)])
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
+    let pass = s.path(pass);
+    let file = s.path(file);
+    let mut args = vec![
+        OsStr::new("import"),
+        OsStr::new("--data-dir"),
+        dst.as_os_str(),
+        OsStr::new("--passphrase-file"),
+        pass.as_os_str(),
+    ];
+    args.extend(flags.iter().map(OsStr::new));
+    args.push(file.as_os_str());
+    kmsfs(args)
 }
 
 /// The failure's one line of stderr.
-fn refused(out: &Output) -> String {
-    assert!(!out.status.success(), "accepted: {}", text(&out.stdout));
-    let err = text(&out.stderr);
+#[track_caller]
+fn refused(out: Output) -> String {
+    let err = failed("kmsfs", out);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     err
 }
@@ -221,16 +185,16 @@ fn is_renamed(name: &str, source: &str) -> bool {
 
 #[test]
 fn a_round_trip_keeps_everything_byte_for_byte() {
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, true);
     let before = seen(&src);
-    let out = ok(&export(&s, &src, "all.kmsx", &[]));
+    let out = ok("export", export(&s, &src, "all.kmsx", &[]));
     assert!(out.contains("exported 2 group(s), 7 record(s)"), "{out}");
 
-    let renamed = s.dir("renamed");
+    let renamed = s.path("renamed");
     store::init(&renamed, InitOptions::default()).unwrap();
-    let report = ok(&import(&s, &renamed, "all.kmsx", "pass", &[]));
+    let report = ok("import", import(&s, &renamed, "all.kmsx", "pass", &[]));
     assert!(
         report.contains("imported 7 record(s), skipped 0; created 2 group(s)"),
         "{report}"
@@ -255,15 +219,12 @@ fn a_round_trip_keeps_everything_byte_for_byte() {
     }
     assert!(before.values().any(|r| r.salt.is_some()));
 
-    let exact = s.dir("exact");
+    let exact = s.path("exact");
     store::init(&exact, InitOptions::default()).unwrap();
-    ok(&import(
-        &s,
-        &exact,
-        "all.kmsx",
-        "pass",
-        &["--preserve-names"],
-    ));
+    ok(
+        "import",
+        import(&s, &exact, "all.kmsx", "pass", &["--preserve-names"]),
+    );
     assert_eq!(seen(&exact), before);
     let kms = Kms::open(&exact).unwrap();
     let ks = kms.read();
@@ -275,29 +236,26 @@ fn a_round_trip_keeps_everything_byte_for_byte() {
     );
     drop(ks);
     drop(kms);
-    ok(&kmsfs(&["verify", "--data-dir"], &[&exact]));
+    ok("verify", verify(&exact));
 }
 
 #[test]
 fn group_selection_and_unknown_groups() {
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, false);
-    let err = refused(&export(&s, &src, "x.kmsx", &["legacy", "nope"]));
+    let err = refused(export(&s, &src, "x.kmsx", &["legacy", "nope"]));
     assert!(err.contains("no group named \"nope\""), "{err}");
-    assert!(!s.file("x.kmsx").exists(), "a refused export wrote a file");
+    assert!(!s.path("x.kmsx").exists(), "a refused export wrote a file");
 
-    let out = ok(&export(&s, &src, "legacy.kmsx", &["legacy"]));
+    let out = ok("export", export(&s, &src, "legacy.kmsx", &["legacy"]));
     assert!(out.contains("exported 1 group(s), 1 record(s)"), "{out}");
-    let dst = s.dir("dst");
+    let dst = s.path("dst");
     store::init(&dst, InitOptions::default()).unwrap();
-    ok(&import(
-        &s,
-        &dst,
-        "legacy.kmsx",
-        "pass",
-        &["--preserve-names"],
-    ));
+    ok(
+        "import",
+        import(&s, &dst, "legacy.kmsx", "pass", &["--preserve-names"]),
+    );
     let got = seen(&dst);
     assert_eq!(got.len(), 1);
     assert_eq!(got.values().next().unwrap().group, "legacy");
@@ -305,16 +263,16 @@ fn group_selection_and_unknown_groups() {
 
 #[test]
 fn a_wrong_passphrase_or_an_edited_byte_is_refused_clearly() {
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, false);
-    ok(&export(&s, &src, "c.kmsx", &[]));
-    let dst = s.dir("dst");
+    ok("export", export(&s, &src, "c.kmsx", &[]));
+    let dst = s.path("dst");
     store::init(&dst, InitOptions::default()).unwrap();
     let untouched = files(&dst);
-    let container = s.file("c.kmsx");
+    let container = s.path("c.kmsx");
 
-    let err = refused(&import(&s, &dst, "c.kmsx", "wrong", &[]));
+    let err = refused(import(&s, &dst, "c.kmsx", "wrong", &[]));
     let expected = format!(
         "cannot open {}: wrong passphrase, or the file was altered",
         container.display()
@@ -327,7 +285,7 @@ fn a_wrong_passphrase_or_an_edited_byte_is_refused_clearly() {
         let mut bytes = original.clone();
         bytes[pos] ^= 0x04;
         std::fs::write(&container, &bytes).unwrap();
-        let err = refused(&import(&s, &dst, "c.kmsx", "pass", &[]));
+        let err = refused(import(&s, &dst, "c.kmsx", "pass", &[]));
         assert!(
             err.contains(&format!("cannot open {}", container.display()))
                 && err.contains("altered"),
@@ -343,15 +301,15 @@ fn a_wrong_passphrase_or_an_edited_byte_is_refused_clearly() {
 
 #[test]
 fn importing_twice_skips_everything_the_second_time() {
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, false);
-    ok(&export(&s, &src, "c.kmsx", &[]));
-    let dst = s.dir("dst");
+    ok("export", export(&s, &src, "c.kmsx", &[]));
+    let dst = s.path("dst");
     store::init(&dst, InitOptions::default()).unwrap();
-    ok(&import(&s, &dst, "c.kmsx", "pass", &[]));
+    ok("import", import(&s, &dst, "c.kmsx", "pass", &[]));
     let first = seen(&dst);
-    let report = ok(&import(&s, &dst, "c.kmsx", "pass", &[]));
+    let report = ok("import", import(&s, &dst, "c.kmsx", "pass", &[]));
     assert!(
         report.contains("imported 0 record(s), skipped 6; created 0 group(s)"),
         "{report}"
@@ -367,7 +325,10 @@ fn importing_twice_skips_everything_the_second_time() {
     );
     assert_eq!(seen(&dst), first);
     // Importing into the keystore it came from is the same: nothing is new.
-    let report = ok(&import(&s, &src, "c.kmsx", "pass", &["--preserve-names"]));
+    let report = ok(
+        "import",
+        import(&s, &src, "c.kmsx", "pass", &["--preserve-names"]),
+    );
     assert!(
         report.contains("imported 0 record(s), skipped 6"),
         "{report}"
@@ -376,30 +337,33 @@ fn importing_twice_skips_everything_the_second_time() {
 
 #[test]
 fn merging_skips_known_keys_and_taken_names_and_never_makes_two_active() {
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, true);
     let derived_salt = seen(&src).into_values().find_map(|r| r.salt).unwrap();
-    ok(&export(&s, &src, "c.kmsx", &[]));
+    ok("export", export(&s, &src, "c.kmsx", &[]));
 
-    let dst = s.dir("dst");
+    let dst = s.path("dst");
     store::init(&dst, InitOptions::default()).unwrap();
     let kms = Kms::open(&dst).unwrap();
-    let pool = kms
-        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
+    group(&kms, "pool");
     record(&kms, "pool", "mine", "active", "");
     record(&kms, "pool", "p0", "prelive", "");
     // The same passphrase and salt give the same key, under another tag.
-    let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse("same-key").unwrap());
-    req.key = kmsfs::service::KeySource::Passphrase {
-        passphrase: Passphrase::new(RECORD_PASS.into()),
-        salt: Some(derived_salt.clone()),
-    };
-    kms.create_record(&pool, req).unwrap();
+    derived_record(
+        &kms,
+        "pool",
+        "same-key",
+        RECORD_PASS,
+        Some(derived_salt.clone()),
+        "",
+    );
     drop(kms);
 
-    let report = ok(&import(&s, &dst, "c.kmsx", "pass", &["--preserve-names"]));
+    let report = ok(
+        "import",
+        import(&s, &dst, "c.kmsx", "pass", &["--preserve-names"]),
+    );
     assert!(
         report.contains("group \"pool\" -> existing group \"pool\""),
         "{report}"
@@ -434,18 +398,15 @@ fn merging_skips_known_keys_and_taken_names_and_never_makes_two_active() {
 
 #[test]
 fn a_cipher_mismatch_refuses_the_whole_import() {
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, false);
-    ok(&export(&s, &src, "c.kmsx", &[]));
-    let dst = s.dir("dst");
+    ok("export", export(&s, &src, "c.kmsx", &[]));
+    let dst = s.path("dst");
     store::init(&dst, InitOptions::default()).unwrap();
-    Kms::open(&dst)
-        .unwrap()
-        .create_group(kmsfs::keystore::Name::parse("legacy").unwrap())
-        .unwrap();
+    group(&Kms::open(&dst).unwrap(), "legacy");
     let untouched = files(&dst);
-    let err = refused(&import(&s, &dst, "c.kmsx", "pass", &["--preserve-names"]));
+    let err = refused(import(&s, &dst, "c.kmsx", "pass", &["--preserve-names"]));
     assert!(
         err.contains("group \"legacy\" exists here with cipher AES_256"),
         "{err}"
@@ -459,25 +420,27 @@ fn a_cipher_mismatch_refuses_the_whole_import() {
 
 #[test]
 fn a_preview_changes_nothing_and_says_what_would_happen() {
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, false);
-    ok(&export(&s, &src, "c.kmsx", &[]));
-    let dst = s.dir("dst");
+    ok("export", export(&s, &src, "c.kmsx", &[]));
+    let dst = s.path("dst");
     store::init(&dst, InitOptions::default()).unwrap();
     let kms = Kms::open(&dst).unwrap();
-    kms.create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
+    group(&kms, "pool");
     record(&kms, "pool", "mine", "active", "");
     drop(kms);
     let before = everything(&dst);
-    let report = ok(&import(
-        &s,
-        &dst,
-        "c.kmsx",
-        "pass",
-        &["--preview", "--preserve-names"],
-    ));
+    let report = ok(
+        "import",
+        import(
+            &s,
+            &dst,
+            "c.kmsx",
+            "pass",
+            &["--preview", "--preserve-names"],
+        ),
+    );
     assert_eq!(everything(&dst), before, "the preview changed a file");
     assert!(
         report.contains("group \"pool\" -> existing group \"pool\""),
@@ -495,7 +458,7 @@ fn a_preview_changes_nothing_and_says_what_would_happen() {
         report.contains("preview, nothing was changed: would import 6 record(s) (1 made inactive) and skip 0; would create 1 group(s) and merge into 1"),
         "{report}"
     );
-    let report = ok(&import(&s, &dst, "c.kmsx", "pass", &["--preview"]));
+    let report = ok("import", import(&s, &dst, "c.kmsx", "pass", &["--preview"]));
     let line = report
         .lines()
         .find(|l| l.starts_with("group \"pool\""))
@@ -507,17 +470,17 @@ fn a_preview_changes_nothing_and_says_what_would_happen() {
 
 #[test]
 fn an_import_is_refused_while_the_keystore_is_in_use() {
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, false);
     // Export works beside a running daemon (it only reads).
     let daemon = Kms::open(&src).unwrap();
-    ok(&export(&s, &src, "c.kmsx", &[]));
-    let dst = s.dir("dst");
+    ok("export", export(&s, &src, "c.kmsx", &[]));
+    let dst = s.path("dst");
     store::init(&dst, InitOptions::default()).unwrap();
     let holder = Kms::open(&dst).unwrap();
     let before = files(&dst);
-    let err = refused(&import(&s, &dst, "c.kmsx", "pass", &[]));
+    let err = refused(import(&s, &dst, "c.kmsx", "pass", &[]));
     let expected = format!(
         "{} is in use by a running kmsfs (pid {}): unmount it first",
         dst.display(),
@@ -526,24 +489,24 @@ fn an_import_is_refused_while_the_keystore_is_in_use() {
     assert!(err.contains(&expected), "{err}");
     // A preview only reads, so it may run beside the daemon.
     let quiet = everything(&dst);
-    let report = ok(&import(&s, &dst, "c.kmsx", "pass", &["--preview"]));
+    let report = ok("import", import(&s, &dst, "c.kmsx", "pass", &["--preview"]));
     assert!(report.contains("would import 6 record(s)"), "{report}");
     assert_eq!(everything(&dst), quiet);
     assert_eq!(files(&dst), before);
     drop(holder);
     drop(daemon);
-    ok(&import(&s, &dst, "c.kmsx", "pass", &[]));
+    ok("import", import(&s, &dst, "c.kmsx", "pass", &[]));
     assert_eq!(seen(&dst).len(), 6);
 }
 
 #[test]
 fn the_container_gives_nothing_away_and_is_private() {
     use std::os::unix::fs::PermissionsExt;
-    let s = Scratch::new();
-    let src = s.dir("src");
+    let s = scratch();
+    let src = s.path("src");
     populated(&src, true);
-    ok(&export(&s, &src, "c.kmsx", &[]));
-    let container = s.file("c.kmsx");
+    ok("export", export(&s, &src, "c.kmsx", &[]));
+    let container = s.path("c.kmsx");
     let mode = std::fs::metadata(&container).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let bytes = std::fs::read(&container).unwrap();
@@ -569,7 +532,7 @@ fn the_container_gives_nothing_away_and_is_private() {
         );
     }
     // Never overwritten.
-    let err = refused(&export(&s, &src, "c.kmsx", &[]));
+    let err = refused(export(&s, &src, "c.kmsx", &[]));
     assert!(
         err.contains("already exists; refusing to overwrite it"),
         "{err}"

@@ -4,12 +4,15 @@
 //! It was produced once with `KMSFS_WRITE_GOLDEN=1 cargo test --test golden` (which writes
 //! only when the directory does not exist). Never regenerate it: add a v2 beside it instead.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use kmsfs::crypto::Passphrase;
-use kmsfs::service::{Kms, NewRecord};
+use kmsfs::service::Kms;
 use kmsfs::store::{self, Access, InitOptions, Store};
 use serde_json::{json, Value};
+use support::keystore::{derived_record, group, key, record};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v1")
@@ -30,38 +33,13 @@ fn write_golden(dir: &Path) {
     )
     .unwrap();
     let kms = Kms::open(&data).unwrap();
-    let pool = kms
-        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
+    let pool = group(&kms, "pool");
     kms.describe_group(&pool, "nightly backups").unwrap();
-    let legacy = kms
-        .create_group(kmsfs::keystore::Name::parse("legacy").unwrap())
-        .unwrap();
+    let legacy = group(&kms, "legacy");
     kms.set_group_cipher(&legacy, "AES_128".parse().unwrap())
         .unwrap();
     let mut expected = Vec::new();
-    let add = |kms: &Kms, g, name: &str, state: &str, derived: bool| {
-        let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse(name).unwrap());
-        req.description = format!("{name} description");
-        if derived {
-            req.key = kmsfs::service::KeySource::Passphrase {
-                passphrase: Passphrase::new("record passphrase".into()),
-                salt: None,
-            };
-        }
-        let t = kms.create_record(g, req).unwrap();
-        let path: &[&str] = match state {
-            "prelive" => &[],
-            "active" => &["active"],
-            "inactive" => &["active", "inactive"],
-            "deprecated" => &["active", "inactive", "deprecated"],
-            _ => &["active", "inactive", "deprecated", "terminated"],
-        };
-        for s in path {
-            kms.set_state(&t, s.parse().unwrap()).unwrap();
-        }
-        t
-    };
+    // (group, name, state, derived): a derived record is prelive.
     let specs = [
         ("pool", "k-terminated", "terminated", false),
         ("pool", "k-deprecated", "deprecated", false),
@@ -70,13 +48,18 @@ fn write_golden(dir: &Path) {
         ("pool", "k-active", "active", false),
         ("legacy", "old", "active", false),
     ];
-    for (group, name, state, derived) in specs {
-        let g = if group == "pool" { &pool } else { &legacy };
-        let t = add(&kms, g, name, state, derived);
+    for (g, name, state, derived) in specs {
+        let description = format!("{name} description");
+        let t = if derived {
+            assert_eq!(state, "prelive");
+            derived_record(&kms, g, name, "record passphrase", None, &description)
+        } else {
+            record(&kms, g, name, state, &description)
+        };
         expected.push(json!({
-            "group": group, "name": name, "state": state, "tag": t.as_str(),
-            "description": format!("{name} description"),
-            "key": hex::encode(kms.unwrap_key(&t).unwrap().expose()),
+            "group": g, "name": name, "state": state, "tag": t.as_str(),
+            "description": description,
+            "key": hex::encode(key(&kms, &t)),
         }));
     }
     drop(kms);

@@ -1,12 +1,13 @@
 //! Control files as the shell and scripts drive them: `.create`, descriptions, `.cipher`,
 //! `.quiesce`, and `.errors` explaining every refusal.
 
-mod common;
+mod support;
 
-use common::{errno, Mounted};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
+use support::cli::errno;
+use support::mount::Mounted;
 
 /// Writes each piece with its own write() on one open file.
 fn write_pieces(m: &Mounted, rel: &str, pieces: &[&[u8]]) -> Vec<std::io::Result<()>> {

@@ -1,53 +1,14 @@
 //! SIGKILL the daemon while a shell loop keeps changing the keystore through the mount; after
 //! a remount, every change whose system call had returned is there.
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-/// Stops the daemon (SIGKILL) and detaches its mount when the test ends, passed or not.
-struct Daemon {
-    child: Child,
-    mnt: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            detach(&self.mnt);
-        }
-    }
-}
-
-fn start_daemon(data: &Path, mnt: &Path) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .args(["mount", "--data-dir"])
-        .arg(data)
-        .arg(mnt)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kmsfs mount");
-    let daemon = Daemon {
-        child,
-        mnt: mnt.to_path_buf(),
-    };
-    common::wait_for(&mnt.join(".status"), true);
-    daemon
-}
-
-/// After a SIGKILL the kernel keeps a dead mount ("transport endpoint is not connected").
-fn detach(mnt: &Path) {
-    let c = std::ffi::CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-}
+use support::cli::{ok, verify};
+use support::daemon::Daemon;
 
 #[test]
 fn sigkill_of_the_daemon_loses_no_acknowledged_change() {
@@ -57,7 +18,7 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_change() {
     let acks = tmp.path().join("acks");
     kmsfs::store::init(&data, Default::default()).unwrap();
     std::fs::create_dir(&mnt).unwrap();
-    let mut daemon = start_daemon(&data, &mnt);
+    let mut daemon = Daemon::start(&data, &mnt);
     std::fs::create_dir(mnt.join("pool")).unwrap();
     for round in 0..4u64 {
         // Each line is written only after the change's system call returned success.
@@ -80,11 +41,10 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_change() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(150 + 70 * round));
-        daemon.child.kill().unwrap();
-        daemon.child.wait().unwrap();
+        // SIGKILL, reaped, and its dead mount detached.
+        daemon.kill();
         writer.wait().unwrap();
-        detach(&mnt);
-        daemon = start_daemon(&data, &mnt);
+        daemon = Daemon::start(&data, &mnt);
 
         let mut expected: HashMap<String, String> = HashMap::new();
         for line in std::fs::read_to_string(&acks).unwrap_or_default().lines() {
@@ -120,19 +80,10 @@ fn sigkill_of_the_daemon_loses_no_acknowledged_change() {
         }
     }
     Command::new("umount").arg(&mnt).status().unwrap();
-    let status = daemon.child.wait().unwrap();
+    let status = daemon.wait();
     assert!(
         status.success(),
         "the daemon exits 0 after umount: {status}"
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .args(["verify", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("verify", verify(&data));
 }

@@ -1,10 +1,12 @@
 //! The lifecycle through a real mount: every row of the contract's transition table through
 //! `state`, deletion by rmdir, the one-active switch, and key access per state.
 
-mod common;
+mod support;
 
-use common::{errno, Mounted};
 use std::io::Write;
+use support::cli::errno;
+use support::keystore::path_to;
+use support::mount::Mounted;
 
 const STATES: [&str; 5] = ["prelive", "active", "inactive", "deprecated", "terminated"];
 
@@ -18,18 +20,6 @@ const ALLOWED: [(&str, &str); 7] = [
     ("deprecated", "terminated"),
     ("terminated", "deprecated"),
 ];
-
-/// The writes that take a fresh prelive record to `state`.
-fn path_to(state: &str) -> &'static [&'static str] {
-    match state {
-        "prelive" => &[],
-        "active" => &["active"],
-        "inactive" => &["active", "inactive"],
-        "deprecated" => &["active", "inactive", "deprecated"],
-        "terminated" => &["active", "inactive", "deprecated", "terminated"],
-        _ => unreachable!(),
-    }
-}
 
 /// A fresh group with one record brought to `state`; returns the record's relative path.
 fn record_in(m: &Mounted, group: &str, state: &str) -> String {

@@ -1,11 +1,11 @@
 //! What the mount shows survives unmount and mount: keys byte for byte, states, names,
 //! descriptions; and a second mount of the same keystore is refused while one is served.
 
-mod common;
+mod support;
 
-use common::Mounted;
 use kmsfs::service::{Kms, KmsError};
 use kmsfs::store::StoreError;
+use support::mount::Mounted;
 
 #[test]
 fn keystore_survives_unmount_and_mount() {

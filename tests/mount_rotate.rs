@@ -1,8 +1,8 @@
 //! `examples/rotate.sh`: a key rotation with shell commands only, against a real mount.
 
-mod common;
+mod support;
 
-use common::Mounted;
+use support::mount::Mounted;
 
 #[test]
 fn rotate_example_script() {

@@ -1,11 +1,12 @@
 //! `kmsfs::fs::mount` serves until SIGTERM, then unmounts cleanly and returns Ok. Alone in its
 //! test binary: the signal goes to the whole process.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
 use kmsfs::fs::MountOptions;
+use support::mount::{open_kms, wait_for};
 
 /// mount() installs process-wide signal handlers: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -18,12 +19,12 @@ fn sigterm_unmounts_cleanly() {
     let mnt = dir.path().join("mnt");
     kmsfs::store::init(&data, Default::default()).unwrap();
     std::fs::create_dir(&mnt).unwrap();
-    let kms = common::open_kms(&data);
+    let kms = open_kms(&data);
     let served = {
         let mnt = mnt.clone();
         std::thread::spawn(move || kmsfs::fs::mount(kms, &mnt, &MountOptions::default()))
     };
-    common::wait_for(&mnt.join(".status"), true);
+    wait_for(&mnt.join(".status"), true);
     std::fs::create_dir(mnt.join("pool")).unwrap();
     // SIGHUP (a closed terminal, logrotate) must not kill a serving daemon. Without a
     // handler it would end this whole test process.
@@ -50,7 +51,7 @@ fn sigterm_unmounts_cleanly() {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
     assert!(!mounts.contains(mnt.to_str().unwrap()), "{mounts}");
     // The keystore was released and kept the change.
-    let kms = common::open_kms(&data);
+    let kms = open_kms(&data);
     assert!(kms.read().group_by_name("pool").is_some());
 }
 
@@ -62,12 +63,12 @@ fn external_umount_ends_mount_once() {
     let mnt = dir.path().join("mnt");
     kmsfs::store::init(&data, Default::default()).unwrap();
     std::fs::create_dir(&mnt).unwrap();
-    let kms = common::open_kms(&data);
+    let kms = open_kms(&data);
     let served = {
         let mnt = mnt.clone();
         std::thread::spawn(move || kmsfs::fs::mount(kms, &mnt, &MountOptions::default()))
     };
-    common::wait_for(&mnt.join(".status"), true);
+    wait_for(&mnt.join(".status"), true);
     let status = std::process::Command::new("umount")
         .arg(&mnt)
         .status()
@@ -78,9 +79,9 @@ fn external_umount_ends_mount_once() {
         .unwrap()
         .expect("mount() returns Ok after umount");
     // A new mount at the same path survives the old session's end (no second unmount).
-    let kms = common::open_kms(&data);
+    let kms = open_kms(&data);
     let session = kmsfs::fs::spawn(kms, &mnt, &MountOptions::default()).unwrap();
-    common::wait_for(&mnt.join(".status"), true);
+    wait_for(&mnt.join(".status"), true);
     std::thread::sleep(Duration::from_millis(200));
     assert!(mnt.join(".status").exists());
     session.umount_and_join().unwrap();

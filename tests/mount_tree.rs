@@ -1,11 +1,13 @@
 //! The shape of the mounted tree: groups and records as directories, renames, `.by-tag`,
 //! modes and sizes as `ls -l` shows them, stray files, and the usual tools over it.
 
-mod common;
+mod support;
 
-use common::{errno, Mounted};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use support::cli::errno;
+use support::keystore::{group, record};
+use support::mount::{open_kms, Mounted};
 
 #[test]
 fn ls_shows_sane_modes_sizes_and_owners() {
@@ -427,18 +429,10 @@ fn many_records_list_quickly_and_in_order() {
     let mut m = Mounted::new();
     m.unmount();
     {
-        let kms = common::open_kms(&m.data());
-        let g = kms
-            .create_group(kmsfs::keystore::Name::parse("big").unwrap())
-            .unwrap();
+        let kms = open_kms(&m.data());
+        group(&kms, "big");
         for i in 0..2000 {
-            kms.create_record(
-                &g,
-                kmsfs::service::NewRecord::prelive(
-                    kmsfs::keystore::Name::parse(&format!("k{i:05}")).unwrap(),
-                ),
-            )
-            .unwrap();
+            record(&kms, "big", &format!("k{i:05}"), "prelive", "");
         }
     }
     m.mount();

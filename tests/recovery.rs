@@ -1,25 +1,37 @@
 //! Losing a key file: `kmsfs regenerate` rebuilds it from its passphrase, and restoring with
 //! the wrong key files is refused with a message naming them.
 
+mod support;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use kmsfs::crypto::Passphrase;
-use kmsfs::service::{Kms, NewRecord};
+use kmsfs::service::Kms;
 use kmsfs::store::{self, InitOptions};
-
-fn kmsfs(args: &[&str], dir: &Path, extra: &[&Path]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kmsfs"));
-    c.stdin(std::process::Stdio::null());
-    c.args(args).arg("--data-dir").arg(dir);
-    for e in extra {
-        c.arg(e);
-    }
-    c.output().unwrap()
-}
+use support::cli::{kmsfs, text, verify};
+use support::keystore::{group, key, record};
 
 fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    text(&o.stderr)
+}
+
+/// `kmsfs regenerate --data-dir DIR` with `--hmk-passphrase-file` and `--kpk-passphrase-file`
+/// for the files given.
+fn regenerate(dir: &Path, hmk: Option<&Path>, kpk: Option<&Path>) -> Output {
+    let mut args = vec![
+        OsStr::new("regenerate"),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+    ];
+    if let Some(f) = hmk {
+        args.extend([OsStr::new("--hmk-passphrase-file"), f.as_os_str()]);
+    }
+    if let Some(f) = kpk {
+        args.extend([OsStr::new("--kpk-passphrase-file"), f.as_os_str()]);
+    }
+    kmsfs(args)
 }
 
 struct Setup {
@@ -46,16 +58,9 @@ fn derived_keystore() -> Setup {
     )
     .unwrap();
     let kms = Kms::open(&dir).unwrap();
-    let g = kms
-        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
-    let t = kms
-        .create_record(
-            &g,
-            NewRecord::prelive(kmsfs::keystore::Name::parse("k").unwrap()),
-        )
-        .unwrap();
-    let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
+    group(&kms, "pool");
+    let t = record(&kms, "pool", "k", "prelive", "");
+    let key = key(&kms, &t);
     Setup {
         _tmp: tmp,
         dir,
@@ -72,24 +77,15 @@ fn lost_key_files_are_rebuilt_from_their_passphrases() {
     let kpk = std::fs::read(s.dir.join("KMS_KPKF")).unwrap();
     std::fs::remove_file(s.dir.join("KMS_HMKF")).unwrap();
     std::fs::remove_file(s.dir.join("KMS_KPKF")).unwrap();
-    let o = kmsfs(&["verify"], &s.dir, &[]);
+    let o = verify(&s.dir);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("KMS_HMKF is missing"), "{}", stderr(&o));
 
-    let o = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .stdin(std::process::Stdio::null())
-        .args(["regenerate", "--data-dir"])
-        .arg(&s.dir)
-        .arg("--hmk-passphrase-file")
-        .arg(&s.hmk_pw)
-        .arg("--kpk-passphrase-file")
-        .arg(&s.kpk_pw)
-        .output()
-        .unwrap();
+    let o = regenerate(&s.dir, Some(&s.hmk_pw), Some(&s.kpk_pw));
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(s.dir.join("KMS_HMKF")).unwrap(), hmk);
     assert_eq!(std::fs::read(s.dir.join("KMS_KPKF")).unwrap(), kpk);
-    assert!(kmsfs(&["verify"], &s.dir, &[]).status.success());
+    assert!(verify(&s.dir).status.success());
     let kms = Kms::open(&s.dir).unwrap();
     let t = {
         let ks = kms.read();
@@ -104,14 +100,7 @@ fn a_wrong_passphrase_writes_nothing() {
     let s = derived_keystore();
     std::fs::remove_file(s.dir.join("KMS_HMKF")).unwrap();
     // The KPK's passphrase is not the HMK's.
-    let o = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .stdin(std::process::Stdio::null())
-        .args(["regenerate", "--data-dir"])
-        .arg(&s.dir)
-        .arg("--hmk-passphrase-file")
-        .arg(&s.kpk_pw)
-        .output()
-        .unwrap();
+    let o = regenerate(&s.dir, Some(&s.kpk_pw), None);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
     assert!(!s.dir.join("KMS_HMKF").exists());
@@ -124,14 +113,7 @@ fn random_keys_cannot_be_regenerated() {
     store::init(&dir, InitOptions::default()).unwrap();
     let pw = tmp.path().join("pw");
     std::fs::write(&pw, "x").unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .stdin(std::process::Stdio::null())
-        .args(["regenerate", "--data-dir"])
-        .arg(&dir)
-        .arg("--kpk-passphrase-file")
-        .arg(&pw)
-        .output()
-        .unwrap();
+    let o = regenerate(&dir, None, Some(&pw));
     assert!(!o.status.success());
     assert!(stderr(&o).contains("random"), "{}", stderr(&o));
 }
@@ -143,7 +125,7 @@ fn restoring_with_another_keystores_key_files_is_refused_by_name() {
     let odir = other.path().join("data");
     store::init(&odir, InitOptions::default()).unwrap();
     std::fs::copy(odir.join("KMS_KPKF"), s.dir.join("KMS_KPKF")).unwrap();
-    let o = kmsfs(&["verify"], &s.dir, &[]);
+    let o = verify(&s.dir);
     assert!(!o.status.success());
     assert!(
         stderr(&o).contains("KMS_KPKF does not belong to this keystore"),
@@ -153,14 +135,7 @@ fn restoring_with_another_keystores_key_files_is_refused_by_name() {
     let err = Kms::open(&s.dir).err().unwrap().to_string();
     assert!(err.contains("KMS_KPKF"), "{err}");
     // Regenerating from the right passphrase mends it.
-    let o = Command::new(env!("CARGO_BIN_EXE_kmsfs"))
-        .stdin(std::process::Stdio::null())
-        .args(["regenerate", "--data-dir"])
-        .arg(&s.dir)
-        .arg("--kpk-passphrase-file")
-        .arg(&s.kpk_pw)
-        .output()
-        .unwrap();
+    let o = regenerate(&s.dir, None, Some(&s.kpk_pw));
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(kmsfs(&["verify"], &s.dir, &[]).status.success());
+    assert!(verify(&s.dir).status.success());
 }

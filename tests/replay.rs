@@ -2,10 +2,14 @@
 //! changes through `Kms`, then a reopen, must rebuild the same keystore (names, states,
 //! descriptions, serials, timestamps), wherever the reopen falls in the sequence.
 
-use kmsfs::keystore::{Name, State};
-use kmsfs::service::{Kms, KmsError, NewRecord};
-use kmsfs::store::{self, InitOptions, StoreError};
+mod support;
+
+use kmsfs::keystore::State;
+use kmsfs::service::{Kms, NewRecord};
+use kmsfs::store::{self, InitOptions};
 use proptest::prelude::*;
+use support::keystore::name;
+use support::mount::open_kms;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -46,11 +50,9 @@ fn apply(kms: &Kms, op: &Op, n: usize) {
         ks.record_in(&gt, &format!("r{r}")).map(|x| x.tag.clone())
     };
     let _ = match *op {
-        Op::Group(g) => kms
-            .create_group(kmsfs::keystore::Name::parse(&format!("g{g}")).unwrap())
-            .map(drop),
+        Op::Group(g) => kms.create_group(name(&format!("g{g}"))).map(drop),
         Op::RenameGroup(g, to) => match group(g) {
-            Some(t) => kms.rename_group(&t, Name::parse(&format!("g{to}")).unwrap()),
+            Some(t) => kms.rename_group(&t, name(&format!("g{to}"))),
             None => Ok(()),
         },
         Op::DeleteGroup(g) => match group(g) {
@@ -59,8 +61,7 @@ fn apply(kms: &Kms, op: &Op, n: usize) {
         },
         Op::Record(g, r, active) => match group(g) {
             Some(t) => {
-                let mut req =
-                    NewRecord::prelive(kmsfs::keystore::Name::parse(&format!("r{r}")).unwrap());
+                let mut req = NewRecord::prelive(name(&format!("r{r}")));
                 if active {
                     req.state = State::Active;
                 }
@@ -69,9 +70,7 @@ fn apply(kms: &Kms, op: &Op, n: usize) {
             None => Ok(()),
         },
         Op::RenameRecord(g, r, to) => match (group(g), record(g, r)) {
-            (Some(gt), Some(t)) => {
-                kms.rename_record(&t, &gt, Name::parse(&format!("r{to}")).unwrap())
-            }
+            (Some(gt), Some(t)) => kms.rename_record(&t, &gt, name(&format!("r{to}"))),
             _ => Ok(()),
         },
         Op::State(g, r, s) => match record(g, r) {
@@ -109,30 +108,14 @@ proptest! {
             if n == reopen_at {
                 let before = snapshot(&kms);
                 drop(kms);
-                kms = reopen(&dir);
+                kms = open_kms(&dir);
                 prop_assert_eq!(snapshot(&kms), before);
             }
         }
         let before = snapshot(&kms);
         drop(kms);
-        let kms = reopen(&dir);
+        let kms = open_kms(&dir);
         prop_assert_eq!(snapshot(&kms), before);
         kms.read().check_invariants().unwrap();
-    }
-}
-
-/// The lease timer may hold the last reference for a moment after a drop.
-fn reopen(dir: &std::path::Path) -> std::sync::Arc<Kms> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Kms::open(dir) {
-            Ok(k) => return k,
-            Err(KmsError::Store(StoreError::Locked { .. }))
-                if std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("{e}"),
-        }
     }
 }

@@ -2,18 +2,16 @@
 //! tampering is caught and named, init never overwrites, nothing secret is in plaintext,
 //! and every acknowledged change survives a reopen.
 
+mod support;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
-use kmsfs::crypto::Passphrase;
-use kmsfs::service::{Kms, NewRecord};
+use kmsfs::service::Kms;
 use kmsfs::store::{self, InitOptions};
-
-fn kmsfs() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kmsfs"));
-    c.stdin(std::process::Stdio::null());
-    c
-}
+use support::cli::{kmsfs, text, verify, BIN};
+use support::keystore::{derived_record, group, key, record};
 
 fn fresh_dir() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
@@ -28,45 +26,38 @@ const PASSPHRASE: &str = "correct horse battery staple";
 fn populated(dir: &Path) -> Vec<Vec<u8>> {
     store::init(dir, InitOptions::default()).unwrap();
     let kms = Kms::open(dir).unwrap();
-    let g = kms
-        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
+    let g = group(&kms, "pool");
     kms.describe_group(&g, DESCRIPTION).unwrap();
     let mut keys = Vec::new();
     for (i, state) in ["active", "prelive"].iter().enumerate() {
-        let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse(&format!("k{i}")).unwrap());
-        req.state = state.parse().unwrap();
-        req.description = DESCRIPTION.into();
-        let t = kms.create_record(&g, req).unwrap();
-        keys.push(kms.unwrap_key(&t).unwrap().expose().to_vec());
+        let t = record(&kms, "pool", &format!("k{i}"), state, DESCRIPTION);
+        keys.push(key(&kms, &t));
     }
-    let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse("derived").unwrap());
-    req.key = kmsfs::service::KeySource::Passphrase {
-        passphrase: Passphrase::new(PASSPHRASE.into()),
-        salt: None,
-    };
-    let t = kms.create_record(&g, req).unwrap();
-    keys.push(kms.unwrap_key(&t).unwrap().expose().to_vec());
+    let t = derived_record(&kms, "pool", "derived", PASSPHRASE, None, "");
+    keys.push(key(&kms, &t));
     keys
 }
 
-fn verify(dir: &Path) -> (bool, String) {
-    let out = kmsfs()
-        .args(["verify", "--data-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `kmsfs verify`: whether it passed, and its stderr.
+fn verdict(dir: &Path) -> (bool, String) {
+    let out = verify(dir);
+    (out.status.success(), text(&out.stderr))
+}
+
+/// `kmsfs init --data-dir DIR` (random keys: stdin is not a terminal).
+fn kmsfs_init(dir: &Path) -> Output {
+    kmsfs([
+        OsStr::new("init"),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+    ])
 }
 
 #[test]
 fn verify_names_the_file_for_a_changed_byte_anywhere() {
     let (_tmp, dir) = fresh_dir();
     populated(&dir);
-    let (ok, err) = verify(&dir);
+    let (ok, err) = verdict(&dir);
     assert!(ok, "{err}");
     for file in ["KMS_DATA", "KMS_HMKF", "KMS_KPKF"] {
         let original = std::fs::read(dir.join(file)).unwrap();
@@ -75,7 +66,7 @@ fn verify_names_the_file_for_a_changed_byte_anywhere() {
             let mut bytes = original.clone();
             bytes[pos] ^= 0x20;
             std::fs::write(dir.join(file), &bytes).unwrap();
-            let (ok, err) = verify(&dir);
+            let (ok, err) = verdict(&dir);
             assert!(!ok, "{file} byte {pos} of {n}: verify accepted it");
             assert!(
                 err.contains(file),
@@ -85,7 +76,7 @@ fn verify_names_the_file_for_a_changed_byte_anywhere() {
         }
         std::fs::write(dir.join(file), &original).unwrap();
     }
-    assert!(verify(&dir).0);
+    assert!(verdict(&dir).0);
 }
 
 #[test]
@@ -97,7 +88,7 @@ fn key_files_of_another_keystore_are_named() {
     for file in ["KMS_HMKF", "KMS_KPKF"] {
         let original = std::fs::read(dir.join(file)).unwrap();
         std::fs::copy(other.join(file), dir.join(file)).unwrap();
-        let (ok, err) = verify(&dir);
+        let (ok, err) = verdict(&dir);
         assert!(!ok);
         assert!(
             err.contains(file) && err.contains("does not belong"),
@@ -106,18 +97,14 @@ fn key_files_of_another_keystore_are_named() {
         std::fs::write(dir.join(file), original).unwrap();
     }
     std::fs::remove_file(dir.join("KMS_KPKF")).unwrap();
-    let (ok, err) = verify(&dir);
+    let (ok, err) = verdict(&dir);
     assert!(!ok && err.contains("KMS_KPKF is missing"), "{err}");
 }
 
 #[test]
 fn init_never_overwrites() {
     let (_tmp, dir) = fresh_dir();
-    let out = kmsfs()
-        .args(["init", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = kmsfs_init(&dir);
     assert!(
         out.status.success(),
         "{}",
@@ -132,22 +119,14 @@ fn init_never_overwrites() {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
     }
-    let out = kmsfs()
-        .args(["init", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = kmsfs_init(&dir);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
     // Even a lone leftover key file blocks init.
     let (_tmp2, dir2) = fresh_dir();
     std::fs::create_dir_all(&dir2).unwrap();
     std::fs::write(dir2.join("KMS_KPKF"), b"x").unwrap();
-    let out = kmsfs()
-        .args(["init", "--data-dir"])
-        .arg(&dir2)
-        .output()
-        .unwrap();
+    let out = kmsfs_init(&dir2);
     assert!(!out.status.success());
     assert_eq!(std::fs::read(dir2.join("KMS_KPKF")).unwrap(), b"x");
     let after: Vec<Vec<u8>> = store::BACKUP_SET
@@ -163,11 +142,7 @@ fn init_refuses_a_directory_others_can_write() {
     let (_tmp, dir) = fresh_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let out = kmsfs()
-        .args(["init", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = kmsfs_init(&dir);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("writable by group or others"));
     assert!(!dir.join("KMS_DATA").exists());
@@ -182,27 +157,19 @@ fn nothing_secret_reaches_the_disk_in_plaintext() {
     let (_tmp, dir) = fresh_dir();
     let pw = dir.with_file_name("pw");
     std::fs::write(&pw, format!("{PASSPHRASE}\n")).unwrap();
-    let out = kmsfs()
-        .args(["init", "--data-dir"])
-        .arg(&dir)
-        .arg("--hmk-passphrase-file")
-        .arg(&pw)
-        .output()
-        .unwrap();
+    let out = kmsfs([
+        OsStr::new("init"),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+        OsStr::new("--hmk-passphrase-file"),
+        pw.as_os_str(),
+    ]);
     assert!(out.status.success());
     let kms = Kms::open(&dir).unwrap();
-    let g = kms
-        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
+    let g = group(&kms, "pool");
     kms.describe_group(&g, DESCRIPTION).unwrap();
-    let mut req = NewRecord::prelive(kmsfs::keystore::Name::parse("k").unwrap());
-    req.description = DESCRIPTION.into();
-    req.key = kmsfs::service::KeySource::Passphrase {
-        passphrase: Passphrase::new(PASSPHRASE.into()),
-        salt: None,
-    };
-    let t = kms.create_record(&g, req).unwrap();
-    let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
+    let t = derived_record(&kms, "pool", "k", PASSPHRASE, None, DESCRIPTION);
+    let key = key(&kms, &t);
     drop(kms);
     let hex_key = hex::encode(&key);
     for f in store::BACKUP_SET {
@@ -256,16 +223,9 @@ fn compaction_keeps_everything() {
     let (_tmp, dir) = fresh_dir();
     store::init(&dir, InitOptions::default()).unwrap();
     let kms = Kms::open(&dir).unwrap();
-    let g = kms
-        .create_group(kmsfs::keystore::Name::parse("pool").unwrap())
-        .unwrap();
-    let t = kms
-        .create_record(
-            &g,
-            NewRecord::prelive(kmsfs::keystore::Name::parse("k").unwrap()),
-        )
-        .unwrap();
-    let key = kms.unwrap_key(&t).unwrap().expose().to_vec();
+    group(&kms, "pool");
+    let t = record(&kms, "pool", "k", "prelive", "");
+    let key = key(&kms, &t);
     // Enough changes to pass the compaction threshold at least once.
     for i in 0..5000 {
         kms.describe_record(&t, &format!("d{i}")).unwrap();
@@ -285,11 +245,7 @@ fn compaction_keeps_everything() {
 fn on_a_terminal(args: &str, input: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new("script")
-        .args([
-            "-qec",
-            &format!("{} {args}", env!("CARGO_BIN_EXE_kmsfs")),
-            "/dev/null",
-        ])
+        .args(["-qec", &format!("{BIN} {args}"), "/dev/null"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -326,13 +282,13 @@ fn init_asks_for_passphrases_on_a_terminal() {
     std::fs::remove_file(dir.join("KMS_HMKF")).unwrap();
     let pw = tmp.path().join("pw");
     std::fs::write(&pw, "typed words\n").unwrap();
-    let o = kmsfs()
-        .args(["regenerate", "--data-dir"])
-        .arg(&dir)
-        .arg("--hmk-passphrase-file")
-        .arg(&pw)
-        .output()
-        .unwrap();
+    let o = kmsfs([
+        OsStr::new("regenerate"),
+        OsStr::new("--data-dir"),
+        dir.as_os_str(),
+        OsStr::new("--hmk-passphrase-file"),
+        pw.as_os_str(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(dir.join("KMS_HMKF")).unwrap(), hmk);
 

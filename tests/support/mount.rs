@@ -1,8 +1,5 @@
-//! Real mounts for tests: a fresh keystore and a fresh mount point per test, readiness
+//! Real mounts served in-process: a fresh keystore and a fresh mount point per test, readiness
 //! awaited by polling, and an unmount (joined) at the end even when the test panics.
-//! A test that cannot mount fails; it never skips.
-
-#![allow(dead_code)] // each test binary uses a different part of this
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -170,15 +167,5 @@ pub fn wait_for(path: &Path, present: bool) {
             if present { "appear" } else { "disappear" }
         );
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The errno of a failed std::fs call.
-pub fn errno<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
-    match r {
-        Ok(v) => panic!("expected an error, got Ok({v:?})"),
-        Err(e) => e
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("not an OS error: {e}")),
     }
 }
