@@ -114,3 +114,60 @@ fn format_v1_keeps_loading() {
     let kms = Kms::open(&data).unwrap();
     assert_eq!(kms.read().record_count(), records.len());
 }
+
+/// A format-1 keystore stays format 1 through changes format 1 can hold, and is rewritten as
+/// format 2, keeping everything, before its first rotation setting (which format 1 cannot).
+#[test]
+fn format_v1_is_rewritten_as_v2_by_its_first_rotation_setting() {
+    let dir = golden_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    for f in store::BACKUP_SET {
+        std::fs::copy(dir.join("data").join(f), data.join(f)).unwrap();
+    }
+    let format_on_disk = || {
+        let bytes = std::fs::read(data.join("KMS_DATA")).unwrap();
+        u16::from_le_bytes([bytes[11], bytes[12]])
+    };
+    assert_eq!(format_on_disk(), 1);
+    let kms = Kms::open(&data).unwrap();
+    let pool = kms.read().group_by_name("pool").unwrap().tag.clone();
+    kms.describe_group(&pool, "still format 1").unwrap();
+    assert_eq!(
+        format_on_disk(),
+        1,
+        "a change format 1 holds needs no rewrite"
+    );
+    assert_eq!(kms.status().format_version, 1);
+    let before = serde_json::to_string(&kms.read().to_snapshot()).unwrap();
+    let every_day = kmsfs::keystore::Rotation {
+        period: Some(kmsfs::keystore::Period::from_secs(86_400).unwrap()),
+        retire_after: None,
+    };
+    kms.set_rotation(&pool, every_day).unwrap();
+    assert_eq!(format_on_disk(), store::FORMAT_VERSION);
+    assert_eq!(kms.status().format_version, store::FORMAT_VERSION);
+    drop(kms);
+    let (_, ks, kpk, _) = Store::open(&data, Access::ReadOnly).unwrap();
+    ks.check_invariants().unwrap();
+    assert_eq!(ks.group(&pool).unwrap().rotation, every_day);
+    // Everything else is as it was, keys included.
+    let mut after = ks.to_snapshot();
+    after
+        .groups
+        .iter_mut()
+        .for_each(|g| g.rotation = Default::default());
+    let mut before: kmsfs::keystore::Snapshot = serde_json::from_str(&before).unwrap();
+    for g in before.groups.iter_mut().chain(after.groups.iter_mut()) {
+        g.modified = kmsfs::keystore::Timestamp(0);
+    }
+    assert_eq!(
+        serde_json::to_string(&before).unwrap(),
+        serde_json::to_string(&after).unwrap()
+    );
+    for r in ks.records() {
+        kpk.unwrap(&r.wrapped_key.0, r.tag.as_str()).unwrap();
+    }
+    support::cli::ok("verify", support::cli::verify(&data));
+}

@@ -44,7 +44,7 @@ pub fn run_verify(args: &VerifyArgs) -> Result<(), CliError> {
         "ok: {} group(s), {} record(s), format {}, HMK {}, KPK {}",
         ks.group_count(),
         ks.record_count(),
-        crate::store::FORMAT_VERSION,
+        store.format(),
         store.header().hmk_id,
         store.header().kpk_id
     );

@@ -3,9 +3,9 @@
 
 use super::error::FsError;
 use super::inode::Of;
-use super::parse::{self, QuiesceCommand};
+use super::parse::{self, QuiesceCommand, RotationCommand};
 use crate::crypto::KeyMaterial;
-use crate::keystore::{GroupTag, KeyTag};
+use crate::keystore::{GroupTag, KeyTag, Timestamp};
 use crate::service::Kms;
 
 fn group(of: &Of) -> Result<&GroupTag, FsError> {
@@ -39,6 +39,19 @@ pub fn state(kms: &Kms, of: &Of, text: &str) -> Result<(), FsError> {
 /// `.cipher`: the group's cipher, while it holds no record.
 pub fn cipher(kms: &Kms, of: &Of, text: &str) -> Result<(), FsError> {
     Ok(kms.set_group_cipher(group(of)?, parse::cipher(text)?)?)
+}
+
+/// `.rotation`: the group's periods, or a rotation now.
+pub fn rotation(kms: &Kms, of: &Of, text: &str) -> Result<(), FsError> {
+    let g = group(of)?;
+    match parse::rotation(text)? {
+        RotationCommand::Every(p) => kms.update_rotation(g, |r| r.period = p)?,
+        RotationCommand::RetireAfter(p) => kms.update_rotation(g, |r| r.retire_after = p)?,
+        RotationCommand::RotateNow => {
+            kms.rotate(g, Timestamp::now())?;
+        }
+    }
+    Ok(())
 }
 
 /// `.create`: one record in one step.

@@ -45,7 +45,8 @@ pub fn keystore_errno(e: &KeystoreError) -> i32 {
     match e {
         KeystoreError::InvalidName { .. }
         | KeystoreError::InvalidTag(_)
-        | KeystoreError::UnknownCipher(_) => libc::EINVAL,
+        | KeystoreError::UnknownCipher(_)
+        | KeystoreError::PeriodOutOfRange { .. } => libc::EINVAL,
         KeystoreError::NameTooLong { .. } => libc::ENAMETOOLONG,
         KeystoreError::GroupNameTaken(_)
         | KeystoreError::RecordNameTaken { .. }
@@ -75,6 +76,7 @@ fn input_errno(e: &InputError) -> i32 {
         | InputError::UnknownState(_)
         | InputError::UnknownQuiesce(_)
         | InputError::BadLease(_)
+        | InputError::UnknownRotation(_)
         | InputError::Create(_) => libc::EINVAL,
     }
 }

@@ -91,6 +91,8 @@ pub enum InputError {
     UnknownQuiesce(String),
     #[error("lease {0:?} is not a whole number of seconds")]
     BadLease(String),
+    #[error("unknown rotation command {0:?} (expected a period such as 90d, 12h, 30m or 45s; off; rotate; retire PERIOD; retire off)")]
+    UnknownRotation(String),
     /// A `.create` object that does not describe a record; the reason names a field at most.
     #[error(".create: {0}")]
     Create(String),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::error::{FsError, InputError};
 use crate::crypto::Passphrase;
-use crate::keystore::{Cipher, KeyTag, Name, State};
+use crate::keystore::{Cipher, KeyTag, Name, Period, State};
 use crate::service::{KeySource, NewRecord};
 
 /// The longest command a command file takes: `quiesce 604800` with room to spare. Anything
@@ -62,6 +62,51 @@ pub fn quiesce(text: &str) -> Result<QuiesceCommand, InputError> {
             })
         }
         _ => Err(InputError::UnknownQuiesce(text.to_string())),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RotationCommand {
+    /// A new period, or `off`.
+    Every(Option<Period>),
+    /// `rotate`: now.
+    RotateNow,
+    /// `retire PERIOD` or `retire off`.
+    RetireAfter(Option<Period>),
+}
+
+/// A period: a whole number and a unit, `s`, `m`, `h` or `d` (`90d`, `12h`, `30m`, `2s`).
+pub fn period(word: &str) -> Option<Result<Period, FsError>> {
+    let unit = match word.chars().last()? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let n: u64 = word[..word.len() - 1].parse().ok()?;
+    Some(Period::from_secs(n.saturating_mul(unit)).map_err(FsError::from))
+}
+
+/// `.rotation`: `90d` (any period), `off`, `rotate`, `retire 30d`, `retire off`; any case.
+pub fn rotation(text: &str) -> Result<RotationCommand, FsError> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let unknown = || InputError::UnknownRotation(text.to_string()).into();
+    let period_or_off = |w: &str| -> Result<Option<Period>, FsError> {
+        match w {
+            "off" => Ok(None),
+            w => period(w).ok_or_else(unknown)?.map(Some),
+        }
+    };
+    match words.as_slice() {
+        ["rotate"] => Ok(RotationCommand::RotateNow),
+        ["retire", w] => Ok(RotationCommand::RetireAfter(period_or_off(w)?)),
+        [w] => Ok(RotationCommand::Every(period_or_off(w)?)),
+        _ => Err(unknown()),
     }
 }
 
@@ -173,6 +218,46 @@ mod tests {
         ));
         assert_eq!(cipher("aes_128").unwrap(), Cipher::Aes128);
         assert!(cipher("AES_512").is_err());
+    }
+
+    #[test]
+    fn rotation_commands() {
+        let p = |s| Some(Period::from_secs(s).unwrap());
+        assert_eq!(
+            rotation("90d").unwrap(),
+            RotationCommand::Every(p(90 * 86_400))
+        );
+        assert_eq!(
+            rotation(" 12H ").unwrap(),
+            RotationCommand::Every(p(12 * 3600))
+        );
+        assert_eq!(rotation("30m").unwrap(), RotationCommand::Every(p(1800)));
+        assert_eq!(rotation("2s").unwrap(), RotationCommand::Every(p(2)));
+        assert_eq!(rotation("off").unwrap(), RotationCommand::Every(None));
+        assert_eq!(rotation("Rotate").unwrap(), RotationCommand::RotateNow);
+        assert_eq!(
+            rotation("retire 30d").unwrap(),
+            RotationCommand::RetireAfter(p(30 * 86_400))
+        );
+        assert_eq!(
+            rotation("retire off").unwrap(),
+            RotationCommand::RetireAfter(None)
+        );
+        for bad in [
+            "",
+            "90",
+            "d",
+            "90x",
+            "-1d",
+            "0d",
+            "1.5d",
+            "rotate now",
+            "retire",
+            "99999999999d",
+        ] {
+            let e = rotation(bad).unwrap_err();
+            assert_eq!(super::super::errno::errno_of(&e), libc::EINVAL, "{bad:?}");
+        }
     }
 
     #[test]

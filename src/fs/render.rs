@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::inode::Of;
 use super::ring::ErrorRing;
-use crate::keystore::{KeyGroup, KeyRecord, Keystore, Timestamp};
+use crate::keystore::{KeyGroup, KeyRecord, Keystore, Period, Timestamp};
 use crate::service::ReadGuard;
 
 /// One consistent look at everything a file may show. Holding it holds the service's read
@@ -113,6 +113,27 @@ struct GroupJson<'a> {
     modified: String,
     records: usize,
     active: Option<&'a str>,
+    /// The rotation period (`90d`) or `off`.
+    rotation: String,
+    /// When the active record is due to be replaced; null when rotation is off or no record
+    /// is active.
+    next_rotation: Option<String>,
+    /// After how long inactive records become deprecated, or `off`.
+    retire_after: String,
+}
+
+/// A period in the largest unit that divides it exactly: `90d`, `12h`, `30m`, `45s`.
+pub fn period_text(p: Option<Period>) -> String {
+    let Some(p) = p else {
+        return "off".into();
+    };
+    let s = p.secs();
+    for (unit, secs) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s % secs == 0 {
+            return format!("{}{unit}", s / secs);
+        }
+    }
+    format!("{s}s")
 }
 
 pub fn group_json(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
@@ -130,7 +151,27 @@ pub fn group_json(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
         modified: g.modified.to_rfc3339(),
         records: g.record_count(),
         active,
+        rotation: period_text(g.rotation.period),
+        next_rotation: v.ks.next_rotation(g).map(Timestamp::to_rfc3339),
+        retire_after: period_text(g.rotation.retire_after),
     }))
+}
+
+/// `.rotation`: the period, when the next rotation is due (`-` when none is), and the
+/// retirement period, one `word value` pair per line.
+pub fn rotation(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
+    let g = v.group(of)?;
+    let next =
+        v.ks.next_rotation(g)
+            .map_or_else(|| "-".to_string(), Timestamp::to_rfc3339);
+    Some(
+        format!(
+            "period {}\nnext {next}\nretire {}\n",
+            period_text(g.rotation.period),
+            period_text(g.rotation.retire_after)
+        )
+        .into_bytes(),
+    )
 }
 
 pub fn group_description(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
@@ -165,6 +206,8 @@ struct RecordJson<'a> {
     description: &'a str,
     created: String,
     modified: String,
+    /// When the record entered its current state.
+    state_since: String,
     passphrase_derived: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     salt: Option<String>,
@@ -183,6 +226,7 @@ pub fn record_json(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
         description: &r.description,
         created: r.created.to_rfc3339(),
         modified: r.modified.to_rfc3339(),
+        state_since: r.in_state_since().to_rfc3339(),
         passphrase_derived: r.derivation.is_some(),
         salt: r.derivation.as_ref().map(|d| hex::encode(&d.salt)),
     }))

@@ -176,7 +176,7 @@ use Write::ReadOnly;
 /// The fixed files of the tree. Modes: control files are writable by the owner, metadata is
 /// read-only, `.create` is write-only (it reads back empty, so `cp -r` and `tar` pass over it),
 /// `key` is 0400 as the contract says.
-pub static FILES: [File; 12] = [
+pub static FILES: [File; 13] = [
     rendered(
         Root,
         ".quiesce",
@@ -220,6 +220,14 @@ pub static FILES: [File; 12] = [
         Write::Object(commands::create),
     ),
     link(Group, ".active", render::active_target),
+    rendered(
+        Group,
+        ".rotation",
+        0o600,
+        Volatile,
+        render::rotation,
+        Write::Command(commands::rotation),
+    ),
     rendered(
         Record,
         "record.json",

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cipher, GroupTag, KeyTag, Name, State, Timestamp, WrappedKey};
+use super::{Cipher, GroupTag, KeyTag, Name, Rotation, State, Timestamp, WrappedKey};
 use crate::crypto::KdfParams;
 
 /// Descriptions behave like small files: at most 4 KiB.
@@ -32,6 +32,12 @@ pub enum Change {
     SetGroupCipher {
         tag: GroupTag,
         cipher: Cipher,
+        at: Timestamp,
+    },
+    /// Format 2: a group's rotation period and retirement.
+    SetRotation {
+        tag: GroupTag,
+        rotation: Rotation,
         at: Timestamp,
     },
     DeleteGroup {
@@ -83,4 +89,15 @@ pub enum Change {
     DeleteRecord {
         tag: KeyTag,
     },
+}
+
+impl Change {
+    /// The oldest format of KMS_DATA that can hold this change: a kmsfs that reads only older
+    /// formats must refuse the file by its header, not stumble on a frame it cannot decode.
+    pub fn min_format(&self) -> u16 {
+        match self {
+            Change::SetRotation { .. } => 2,
+            _ => 1,
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod change;
 mod error;
 mod model;
 mod names;
+mod rotation;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -13,6 +14,7 @@ pub use change::{Change, MAX_DESCRIPTION_BYTES};
 pub use error::KeystoreError;
 pub use model::{KeyGroup, KeyRecord, WrappedKey};
 pub use names::{Cipher, GroupTag, KeyTag, Name, Timestamp, MAX_NAME_BYTES};
+pub use rotation::{Due, Period, Rotation};
 pub use state::{State, UnknownState};
 
 use serde::{Deserialize, Serialize};
@@ -162,6 +164,14 @@ impl Keystore {
                     Ok(Changed)
                 }
             }
+            Change::SetRotation { tag, rotation, .. } => {
+                let g = self.group_or_err(tag)?;
+                Ok(if &g.rotation == rotation {
+                    Unchanged
+                } else {
+                    Changed
+                })
+            }
             Change::DeleteGroup { tag } => {
                 let g = self.group_or_err(tag)?;
                 if g.record_count() > 0 {
@@ -294,6 +304,7 @@ impl Keystore {
                         created: at,
                         modified: at,
                         serial,
+                        rotation: Default::default(),
                         members: Default::default(),
                     },
                 );
@@ -317,6 +328,11 @@ impl Keystore {
             Change::SetGroupCipher { tag, cipher, at } => {
                 let g = self.groups.get_mut(&tag).expect("checked");
                 g.cipher = cipher;
+                g.modified = at;
+            }
+            Change::SetRotation { tag, rotation, at } => {
+                let g = self.groups.get_mut(&tag).expect("checked");
+                g.rotation = rotation;
                 g.modified = at;
             }
             Change::DeleteGroup { tag } => {
@@ -346,6 +362,7 @@ impl Keystore {
                     description,
                     created: at,
                     modified: at,
+                    state_since: Some(at),
                     serial: 0,
                     wrapped_key,
                     derivation,
@@ -372,6 +389,7 @@ impl Keystore {
                     description,
                     created,
                     modified: at,
+                    state_since: Some(at),
                     serial: 0,
                     wrapped_key,
                     derivation,
@@ -405,6 +423,7 @@ impl Keystore {
                 let was_active = r.state == State::Active;
                 r.state = state;
                 r.modified = at;
+                r.state_since = Some(at);
                 let g = self.groups.get_mut(&group).expect("checked");
                 if state == State::Active {
                     g.members.active = Some(tag);
@@ -473,6 +492,7 @@ impl Keystore {
             if let Some(r) = self.records.get_mut(&current) {
                 r.state = State::Inactive;
                 r.modified = at;
+                r.state_since = Some(at);
             }
         }
     }

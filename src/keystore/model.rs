@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Cipher, GroupTag, KeyTag, Name, State, Timestamp};
+use super::{Cipher, GroupTag, KeyTag, Name, Rotation, State, Timestamp};
 use crate::crypto::KdfParams;
 
 /// A record's key, wrapped under the KPK and bound to the record's tag. The core never sees
@@ -28,6 +28,9 @@ pub struct KeyGroup {
     pub modified: Timestamp,
     /// Never reused; orders listings and gives the mount stable inode numbers and cookies.
     pub serial: u64,
+    /// Off in keystores written before rotation existed (format 1).
+    #[serde(default)]
+    pub rotation: Rotation,
     #[serde(skip)]
     pub(super) members: Members,
 }
@@ -71,6 +74,9 @@ pub struct KeyRecord {
     pub description: String,
     pub created: Timestamp,
     pub modified: Timestamp,
+    /// When the record entered its current state; absent in format 1 (see `in_state_since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since: Option<Timestamp>,
     pub serial: u64,
     pub wrapped_key: WrappedKey,
     /// Present when the key was derived from a passphrase: the parameters and salt that,

@@ -215,6 +215,16 @@ impl Timestamp {
         std::time::UNIX_EPOCH + std::time::Duration::from_nanos(self.0.max(0) as u64)
     }
 
+    /// `YYYYmmddTHHMMSSZ` (UTC), for names that sort in time order.
+    pub fn to_compact_utc(self) -> String {
+        let secs = self.0.div_euclid(1_000_000_000);
+        let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+        time::OffsetDateTime::from_unix_timestamp(secs)
+            .ok()
+            .and_then(|t| t.format(&fmt).ok())
+            .unwrap_or_else(|| secs.to_string())
+    }
+
     /// RFC 3339 in UTC with second precision, e.g. `2026-11-22T20:14:25Z`.
     pub fn to_rfc3339(self) -> String {
         let secs = self.0.div_euclid(1_000_000_000);

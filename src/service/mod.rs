@@ -6,16 +6,18 @@ mod create;
 mod error;
 mod import;
 mod quiesce;
+mod rotation;
 mod status;
 
 pub use create::{KeySource, NewRecord};
 pub use error::KmsError;
 pub use quiesce::{QuiesceView, MAX_LEASE};
+pub use rotation::Rotated;
 pub use status::Status;
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,8 @@ pub struct Kms {
     /// timer that held one at the wrong moment would keep the keystore (and its lock) alive
     /// after its owner dropped it.
     leased: Arc<AtomicUsize>,
+    /// Whether any group rotates or retires records, for the timer likewise.
+    rotating: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -69,6 +73,7 @@ impl Kms {
     /// Opens the keystore in `data_dir` for exclusive use by this process.
     pub fn open(data_dir: &Path) -> Result<Arc<Kms>, KmsError> {
         let (store, ks, kpk, _report) = Store::open(data_dir, Access::ReadWrite)?;
+        let rotating = Arc::new(AtomicBool::new(rotation::any_enabled(&ks)));
         let kms = Arc::new(Kms {
             inner: RwLock::new(Inner {
                 ks,
@@ -79,8 +84,9 @@ impl Kms {
             kpk,
             data_dir: data_dir.to_path_buf(),
             leased: Arc::new(AtomicUsize::new(0)),
+            rotating: rotating.clone(),
         });
-        spawn_lease_timer(Arc::downgrade(&kms), kms.leased.clone());
+        spawn_timer(Arc::downgrade(&kms), kms.leased.clone(), rotating);
         Ok(kms)
     }
 
@@ -100,16 +106,48 @@ impl Kms {
 
     /// Check, persist, apply. A change that would change nothing succeeds even while frozen.
     fn commit(&self, change: Change) -> Result<Outcome, KmsError> {
+        self.commit_with(|_| Ok(Some(change)))
+            .map(|o| o.unwrap_or(Outcome::Unchanged))
+    }
+
+    /// Like `commit`, for a change that depends on the keystore as it is under the write lock
+    /// (a rotation's name, or whether it is still due): `make` sees the keystore and returns
+    /// the change, or None when there is nothing to do any more.
+    fn commit_with(
+        &self,
+        make: impl FnOnce(&Keystore) -> Result<Option<Change>, KmsError>,
+    ) -> Result<Option<Outcome>, KmsError> {
         let mut inner = self.write();
         let inner = &mut *inner;
+        let Some(change) = make(&inner.ks)? else {
+            return Ok(None);
+        };
         if inner.ks.check(&change)? == Outcome::Unchanged {
-            return Ok(Outcome::Unchanged);
+            return Ok(Some(Outcome::Unchanged));
         }
         if inner.freeze.is_frozen() {
             return Err(KmsError::Quiesced);
         }
+        if change.min_format() > inner.store.format() {
+            // An older file cannot hold this change: rewrite it in the current format first
+            // (atomically, as compaction does), so that its header tells an older kmsfs to
+            // keep out rather than let it stumble on a frame it cannot read.
+            log::info!(
+                "rewriting {} in format {FORMAT_VERSION} (it was {})",
+                self.data_dir.display(),
+                inner.store.format()
+            );
+            inner.store.compact(&inner.ks)?;
+        }
         inner.store.append(&change)?;
         let outcome = inner.ks.apply(&change)?;
+        if matches!(
+            change,
+            Change::SetRotation { .. } | Change::DeleteGroup { .. }
+        ) {
+            self.rotating
+                .store(rotation::any_enabled(&inner.ks), Ordering::Release);
+        }
         if inner.store.wants_compaction(&inner.ks) {
             // The change is already durable in the log; a failed compaction only means the
             // log stays longer until the next attempt.
@@ -117,7 +155,7 @@ impl Kms {
                 log::error!("compaction of {} failed: {e}", self.data_dir.display());
             }
         }
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
     /// Refuses with `Quiesced` while a hold remains: asked by callers that collect a change
@@ -403,7 +441,7 @@ impl ReadGuard<'_> {
         let header = self.0.store.header();
         Status {
             version: env!("CARGO_PKG_VERSION"),
-            format_version: FORMAT_VERSION,
+            format_version: self.0.store.format(),
             data_dir: self.0.data_dir.clone(),
             groups: self.0.ks.group_count(),
             records: self.0.ks.record_count(),
@@ -414,22 +452,42 @@ impl ReadGuard<'_> {
     }
 }
 
-/// Wakes often enough that a lease lapses within a fraction of a second of its time; stops
-/// when the service is dropped.
-fn spawn_lease_timer(kms: Weak<Kms>, leased: Arc<AtomicUsize>) {
+/// Wakes often enough that a lease lapses, or a rotation happens, within a fraction of a
+/// second of its time; takes a reference to the service only when there is a lease or a
+/// rotating group, and stops when the service is dropped.
+fn spawn_timer(kms: Weak<Kms>, leased: Arc<AtomicUsize>, rotating: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new()
-        .name("kmsfs-leases".into())
+        .name("kmsfs-timer".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_millis(250));
             if kms.strong_count() == 0 {
                 return;
             }
-            if leased.load(Ordering::Acquire) == 0 {
+            let leases = leased.load(Ordering::Acquire) > 0;
+            let rotation = rotating.load(Ordering::Acquire);
+            if !leases && !rotation {
                 continue;
             }
-            match kms.upgrade() {
-                Some(k) => k.expire_leases(),
-                None => return,
+            let Some(k) = kms.upgrade() else { return };
+            if leases {
+                k.expire_leases();
+            }
+            if rotation {
+                k.run_due(Timestamp::now());
             }
         });
+}
+
+/// Reopens a keystore whose previous `Kms` was just dropped (its lock may take a moment).
+#[cfg(test)]
+fn tests_support_reopen(dir: &Path) -> Arc<Kms> {
+    let data = dir.join("data");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Kms::open(&data) {
+            Ok(k) => return k,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("reopen {}: {e}", data.display()),
+        }
+    }
 }

@@ -18,8 +18,10 @@ use crate::keystore::{Change, Keystore, Snapshot, Timestamp};
 
 pub const DATA_FILE: &str = "KMS_DATA";
 const MAGIC: &[u8; 11] = b"KMSFS-DATA\n";
-/// Later versions must keep reading every earlier format (see tests/golden).
-pub const FORMAT_VERSION: u16 = 1;
+/// The format this kmsfs writes. Later versions must keep reading every earlier format (see
+/// tests/golden). 2 added rotation (`Change::SetRotation`, a group's `rotation`, a record's
+/// `state_since`); a format-1 file is rewritten as 2 before its first change that needs it.
+pub const FORMAT_VERSION: u16 = 2;
 const FRAME_PREFIX: usize = 16;
 /// Far above any real frame (a snapshot of 100,000 records is about 50 MB); a larger length
 /// can only be damage.

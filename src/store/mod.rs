@@ -64,6 +64,8 @@ pub struct Store {
     dir: PathBuf,
     data: File,
     header: Header,
+    /// The format of the file on disk (older files are read as they are).
+    format: u16,
     digest: [u8; 32],
     len: u64,
     next_seq: u64,
@@ -269,6 +271,7 @@ impl Store {
             dir: dir.to_path_buf(),
             data,
             header: loaded.parsed.header,
+            format: loaded.parsed.format_version,
             digest: loaded.parsed.digest,
             len: loaded.valid_len,
             next_seq: loaded.frames,
@@ -281,6 +284,11 @@ impl Store {
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The format of KMS_DATA as it is on disk.
+    pub fn format(&self) -> u16 {
+        self.format
     }
 
     pub fn dir(&self) -> &Path {
@@ -330,6 +338,7 @@ impl Store {
         let parsed = datafile::decode_header(&bytes).expect("just encoded");
         self.data = data;
         self.digest = parsed.digest;
+        self.format = parsed.format_version;
         self.header = header;
         self.len = bytes.len() as u64;
         self.next_seq = 1;

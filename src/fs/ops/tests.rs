@@ -519,15 +519,17 @@ fn readdir_cookies_survive_changes_between_pages() {
         f.mkdir(&format!("pool/k{i}")).unwrap();
     }
     let dir = f.ino("pool");
-    let mut first = Vec::new();
+    // The first page ends with k1: the reply is "full" when k2 is offered.
+    let mut first: Vec<DirEntry> = Vec::new();
     f.ops
         .readdir(dir, 0, |e| {
+            if e.name == "k2" {
+                return true;
+            }
             first.push(e);
-            first.len() == 9
+            false
         })
         .unwrap();
-    // The reply that says "full" does not take the entry it was offered.
-    first.pop();
     let names: Vec<&str> = first.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names[names.len() - 2..], ["k0", "k1"]);
     for gone in ["k1", "k5"] {
@@ -813,9 +815,13 @@ fn json_renders_in_the_contract_order_and_never_shows_the_key() {
             "created",
             "modified",
             "records",
-            "active"
+            "active",
+            "rotation",
+            "next_rotation",
+            "retire_after"
         ]
     );
+
     let g: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         (g["active"].as_str(), g["records"].as_u64()),
@@ -838,4 +844,54 @@ fn json_renders_in_the_contract_order_and_never_shows_the_key() {
     f.mkdir("empty").unwrap();
     f.echo_over("empty/.cipher", "aes_128\n").unwrap();
     assert_eq!(f.text("empty/.cipher"), "AES_128\n");
+}
+
+#[test]
+fn rotation_shows_in_the_group_json_and_the_rotation_file() {
+    let f = fixture();
+    f.pool_with_record();
+    f.echo_over("pool/k1/state", "active").unwrap();
+    let text = f.text("pool/.group.json");
+    // Rotation through `.rotation`: the period shows in both files, and the next time.
+    let g: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (g["rotation"].as_str(), g["retire_after"].as_str()),
+        (Some("off"), Some("off"))
+    );
+    assert!(g["next_rotation"].is_null());
+    f.echo_over("pool/.rotation", "90d\n").unwrap();
+    f.echo_over("pool/.rotation", "retire 36h").unwrap();
+    let g: serde_json::Value = serde_json::from_str(&f.text("pool/.group.json")).unwrap();
+    assert_eq!(
+        (g["rotation"].as_str(), g["retire_after"].as_str()),
+        (Some("90d"), Some("36h"))
+    );
+    let r: serde_json::Value = serde_json::from_str(&f.text("pool/k1/record.json")).unwrap();
+    let since = time::OffsetDateTime::parse(
+        r["state_since"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let next = since + time::Duration::days(90);
+    let next = next
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    assert_eq!(g["next_rotation"].as_str(), Some(next.as_str()));
+    assert_eq!(
+        f.text("pool/.rotation"),
+        format!("period 90d\nnext {next}\nretire 36h\n")
+    );
+    assert_eq!(
+        f.size("pool/.rotation"),
+        f.cat("pool/.rotation").unwrap().len() as u64
+    );
+    assert_eq!(errno(f.echo_over("pool/.rotation", "90")), libc::EINVAL);
+    assert_eq!(errno(f.echo_over("pool/.rotation", "0d")), libc::EINVAL);
+    // `rotate` replaces the active record now, in one step.
+    f.echo_over("pool/.rotation", "rotate").unwrap();
+    assert_eq!(f.text("pool/k1/state"), "inactive\n");
+    let active = String::from_utf8(f.ops.readlink(f.ino("pool/.active")).unwrap()).unwrap();
+    assert!(active.starts_with("rot-"), "{active}");
+    f.echo_over("pool/.rotation", "off").unwrap();
+    assert_eq!(f.text("pool/.rotation"), "period off\nnext -\nretire 36h\n");
 }
