@@ -34,3 +34,38 @@ fn mount_serves_until_sigterm_and_refuses_a_second_mount() {
     let kms = open_kms(&data);
     assert!(kms.read().group_by_name("pool").is_some());
 }
+
+/// `.status` names the data directory as an absolute path, so a script run from another
+/// directory (cron's) checks the right one: `--data-dir` given relative to the daemon's
+/// working directory used to show up relative, and `examples/backup.sh` refused to copy.
+#[test]
+fn status_names_the_data_directory_absolutely_for_scripts_run_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mnt = dir.path().join("mnt");
+    kmsfs::store::init(&data, Default::default()).unwrap();
+    // Relative to the daemon's working directory (the test's, the package root).
+    let cwd = std::env::current_dir().unwrap();
+    let ups = cwd.components().count() - 1;
+    let relative =
+        std::path::PathBuf::from("../".repeat(ups)).join(data.strip_prefix("/").unwrap());
+    assert!(relative.is_relative());
+    let daemon = Daemon::start(&relative, &mnt);
+    let status = daemon.json(".status");
+    let canonical = data.canonicalize().unwrap();
+    assert_eq!(status["data_dir"], canonical.to_str().unwrap());
+    // The cron-style backup from `/` now finds the mount serving the directory it copies.
+    let backups = dir.path().join("backups");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/backup.sh");
+    let out = std::process::Command::new(&script)
+        .arg(&mnt)
+        .arg(&canonical)
+        .arg(&backups)
+        .current_dir("/")
+        .env("PATH", support::cli::path_with_kmsfs())
+        .env("KMSFS_KEYS_DIR", "none")
+        .output()
+        .unwrap();
+    support::cli::ok("backup.sh from /", out);
+    daemon.stop();
+}

@@ -182,3 +182,30 @@ fn key_is_readable_only_while_active_or_inactive() {
     m.write("q/k/state", "deprecated").unwrap();
     assert_eq!(errno(std::fs::read(m.p("q/k/key"))), libc::EACCES);
 }
+
+/// `ls -l` shows what `cat` would give: the key's length while it can be read, 0 otherwise;
+/// and `cat key` right after an activation reads the whole key (its size is never cached).
+#[test]
+fn a_key_shows_its_size_only_while_it_can_be_read() {
+    let m = Mounted::new();
+    let out = m.bash_ok(
+        r#"set -e
+mkdir pool pool/k
+stat -c %s pool/k/key
+for i in $(seq 20); do
+    echo active > pool/k/state
+    head -c 64 pool/k/key | wc -c
+    echo inactive > pool/k/state
+    echo deprecated > pool/k/state
+    stat -c %s pool/k/key
+    echo inactive > pool/k/state
+done
+"#,
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "prelive: {out}");
+    for pair in lines[1..].chunks(2) {
+        assert_eq!(pair, ["32", "0"], "{out}");
+    }
+    assert_eq!(lines.len(), 41);
+}

@@ -240,10 +240,12 @@ pub fn record_description(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
     Some(v.record(of)?.description.clone().into_bytes())
 }
 
-/// The length of a record's key: its group's cipher's.
+/// The length of a record's key (its group's cipher's) while its state lets it be read, 0
+/// otherwise: `ls -l` shows what `cat` would give.
 pub fn key_len(v: &View<'_>, of: &Of) -> Option<u64> {
     let r = v.record(of)?;
-    Some(v.ks.group(&r.group)?.cipher.key_len() as u64)
+    let len = v.ks.group(&r.group)?.cipher.key_len() as u64;
+    Some(if r.state.allows_key_use() { len } else { 0 })
 }
 
 /// The target of `.by-tag/TAG`: `../GROUP/RECORD`.

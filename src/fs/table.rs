@@ -34,9 +34,10 @@ pub enum Cache {
     /// also move with `.create` and activations: `stat` may show them up to 1 s late, the
     /// price of `ls -l` on READDIRPLUS alone.
     Stable,
-    /// Never changes once it exists (`key`): attributes cached, bytes kept in the page cache
-    /// across opens.
-    Immutable,
+    /// Bytes that never change (`key`): kept in the page cache across opens. Whether they can
+    /// be read does change (the size shows 0 while the state forbids it), so the attributes
+    /// are never cached: `cat key` right after `echo active > state` reads the whole key.
+    FixedBytes,
     /// Content or size changes as a side effect of other operations (`state` of a record
     /// demoted by another's activation, JSON, the root's files): attributes never cached, read
     /// with direct I/O, so `cat` right after a change shows the new value. The name is stable.
@@ -55,8 +56,8 @@ impl Cache {
     /// (attributes, directory entry).
     pub fn ttls(self) -> (Duration, Duration) {
         match self {
-            Cache::Stable | Cache::Immutable => (STABLE_TTL, STABLE_TTL),
-            Cache::Volatile => (NO_TTL, STABLE_TTL),
+            Cache::Stable => (STABLE_TTL, STABLE_TTL),
+            Cache::FixedBytes | Cache::Volatile => (NO_TTL, STABLE_TTL),
             Cache::Vanishing => (NO_TTL, NO_TTL),
         }
     }
@@ -257,7 +258,7 @@ pub static FILES: [File; 13] = [
         name: "key",
         kind: FileType::RegularFile,
         perm: 0o400,
-        cache: Cache::Immutable,
+        cache: Cache::FixedBytes,
         content: Content::Secret {
             len: render::key_len,
             open: commands::read_key,
@@ -281,9 +282,9 @@ mod tests {
         for f in FILES.iter().chain([&TAG_LINK]) {
             let owner_writes = f.perm & 0o200 != 0 && f.kind == FileType::RegularFile;
             assert_eq!(owner_writes, f.writable(), "{}", f.name);
-            // Key material is never in the page cache of a file that could change.
+            // Key material is kept in the page cache only for a file whose bytes never change.
             if matches!(f.content, Content::Secret { .. }) {
-                assert_eq!(f.cache, Cache::Immutable, "{}", f.name);
+                assert_eq!(f.cache, Cache::FixedBytes, "{}", f.name);
                 assert_eq!(f.perm & 0o077, 0, "{}", f.name);
             }
             assert_eq!(f.kind == FileType::Symlink, f.cache == Cache::Vanishing);

@@ -34,7 +34,7 @@ struct Inner {
     ks: Keystore,
     store: Store,
     freeze: Freeze,
-    /// As given to `open`, for `.status` (rendered under the same guard as the counts).
+    /// As `open` resolved it, for `.status` (rendered under the same guard as the counts).
     data_dir: PathBuf,
 }
 
@@ -73,6 +73,11 @@ impl Kms {
     /// Opens the keystore in `data_dir` for exclusive use by this process.
     pub fn open(data_dir: &Path) -> Result<Arc<Kms>, KmsError> {
         let (store, ks, kpk, _report) = Store::open(data_dir, Access::ReadWrite)?;
+        // Absolute, so that `.status` names the same directory to a script run from anywhere
+        // (`examples/backup.sh` from cron checks that the mount serves the directory it copies).
+        let data_dir = &data_dir
+            .canonicalize()
+            .unwrap_or_else(|_| data_dir.to_path_buf());
         let rotating = Arc::new(AtomicBool::new(rotation::any_enabled(&ks)));
         let kms = Arc::new(Kms {
             inner: RwLock::new(Inner {

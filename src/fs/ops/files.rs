@@ -69,7 +69,7 @@ impl Operations {
         }
         let cache = match file.cache {
             // A record's key never changes: the page cache may keep it across opens.
-            Cache::Immutable => FopenFlags::FOPEN_KEEP_CACHE,
+            Cache::FixedBytes => FopenFlags::FOPEN_KEEP_CACHE,
             // Content that changes: never from the page cache.
             _ => FopenFlags::FOPEN_DIRECT_IO,
         };
