@@ -374,3 +374,25 @@ fn backup_while_quiesced_restores_byte_for_byte() {
     assert!(!m.p("pool/k2").exists());
     m.bash_ok("mkdir pool/k3");
 }
+
+/// A mis-pasted secret written to a control file is never echoed into the log or `.errors`,
+/// and however many such writes come, `.errors` stays small.
+#[test]
+fn huge_or_secret_writes_are_refused_without_echo_and_errors_stays_small() {
+    let m = Mounted::new();
+    m.bash_ok("mkdir pool pool/k1");
+    let secret = "TOPSECRET-".repeat(400_000);
+    for _ in 0..20 {
+        assert_eq!(errno(m.write("pool/k1/state", &secret)), libc::EINVAL);
+        assert_eq!(errno(m.write(".quiesce", &secret)), libc::EINVAL);
+        assert_eq!(errno(m.write("pool/.cipher", &secret)), libc::EINVAL);
+    }
+    let errors = m.read(".errors");
+    assert!(!errors.contains("TOPSECRET"), "{}", &errors[..200]);
+    assert!(
+        errors.len() < 100 * 1024,
+        ".errors is {} bytes",
+        errors.len()
+    );
+    assert_eq!(m.state("pool/k1"), "prelive");
+}

@@ -441,8 +441,8 @@ fn many_records_list_quickly_and_in_order() {
     let took = t.elapsed();
     assert_eq!(
         out.trim(),
-        "2004",
-        "2000 records and 4 group files (no .active)"
+        "2005",
+        "2000 records and 5 group files (no .active)"
     );
     assert!(took.as_secs() < 10, "ls -l took {took:?}");
     // Listing order is creation order, stable across pages.
@@ -456,4 +456,42 @@ fn many_records_list_quickly_and_in_order() {
     sorted.sort();
     assert_eq!(names, sorted);
     assert_eq!(m.bash_ok("ls .by-tag | wc -l").trim(), "2000");
+}
+
+/// Names that would make a listing lie (a right-to-left override turning `gpj.key` into
+/// `yek.jpg`, zero-width characters, a byte order mark, non-ASCII spaces) are refused by the
+/// mkdir and mv themselves, and nothing is created.
+#[test]
+fn names_that_would_spoof_a_listing_are_refused() {
+    let m = Mounted::new();
+    m.bash_ok("mkdir pool");
+    for bad in [
+        "evil\u{202e}gpj.key",
+        "zero\u{200b}width",
+        "\u{feff}bom",
+        "no\u{a0}break",
+    ] {
+        assert_eq!(
+            errno(std::fs::create_dir(m.p(bad))),
+            libc::EINVAL,
+            "{bad:?}"
+        );
+        assert_eq!(
+            errno(std::fs::create_dir(m.p(&format!("pool/{bad}")))),
+            libc::EINVAL,
+            "{bad:?}"
+        );
+        assert_eq!(
+            errno(std::fs::rename(m.p("pool"), m.p(bad))),
+            libc::EINVAL,
+            "{bad:?}"
+        );
+        let reason = m.last_error()["reason"].as_str().unwrap().to_string();
+        assert!(
+            reason.contains("\\u{"),
+            "the reason shows the character: {reason}"
+        );
+    }
+    assert_eq!(m.bash_ok("ls"), "pool\n");
+    assert_eq!(m.bash_ok("ls pool"), "");
 }

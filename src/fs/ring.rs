@@ -11,6 +11,9 @@ use super::error::FsError;
 use crate::keystore::Timestamp;
 
 pub const MAX_ERRORS: usize = 100;
+/// A reason is one line for an administrator; anything longer is cut (the refusals never
+/// echo what was written, but a name or a path can be long), so `.errors` stays small.
+pub const MAX_REASON_BYTES: usize = 512;
 
 /// Who asked, for the log and `.errors`.
 #[derive(Debug, Clone, Copy)]
@@ -57,7 +60,15 @@ impl ErrorRing {
         let process = process_name(caller.pid);
         let who = process.as_deref().unwrap_or("?");
         let name = errno_name(errno_of(err));
-        let reason = err.to_string();
+        let mut reason = err.to_string();
+        if reason.len() > MAX_REASON_BYTES {
+            let mut cut = MAX_REASON_BYTES;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+            reason.push_str("...");
+        }
         if err.is_internal() {
             log::error!(
                 "{operation} {path} failed ({name}) for uid {} pid {} ({who}): {}",
@@ -142,6 +153,16 @@ mod tests {
         assert_eq!(last["path"], "/m/g/k149/state");
         assert!(last["process"].is_string());
         let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        // However long a reason, the line stays short.
+        ring.record(
+            caller,
+            "/m/x",
+            "write",
+            &FsError::Exists("\u{e9}".repeat(10_000)),
+        );
+        let text = String::from_utf8(ring.contents()).unwrap();
+        let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        assert!(last["reason"].as_str().unwrap().len() <= MAX_REASON_BYTES + 3);
         assert_eq!(first["reason"], "reason 50 already exists");
     }
 }

@@ -12,13 +12,66 @@ pub const MAX_NAME_BYTES: usize = 255;
 ///
 /// Rules (the contract's, plus ours): 1 to 255 bytes of UTF-8, no `/`, no NUL, not starting
 /// with `.` (dot names are the mount's control files), and no control characters, because a
-/// newline in a name breaks every shell script that lists the keystore.
+/// newline in a name breaks every shell script that lists the keystore. New names also may
+/// not hold invisible characters that make one name look like another in a listing (see
+/// `is_invisible`); names stored before that rule still load.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Name(String);
 
+/// Characters that show as nothing, or as something else, in `ls`: Unicode format
+/// characters (general category Cf: bidirectional overrides such as U+202E, zero-width
+/// spaces and joiners, the byte order mark, the soft hyphen, ...), whitespace other than the
+/// ASCII space (no-break and typographic spaces), and the blank fillers of Hangul and
+/// Braille. `ls` would show `evil\u{202e}gpj.key` as `evilyek.jpg`.
+pub fn is_invisible(c: char) -> bool {
+    let cf = matches!(c as u32,
+        0x00AD
+        | 0x0600..=0x0605
+        | 0x061C
+        | 0x06DD
+        | 0x070F
+        | 0x0890..=0x0891
+        | 0x08E2
+        | 0x180E
+        | 0x200B..=0x200F
+        | 0x202A..=0x202E
+        | 0x2060..=0x2064
+        | 0x2066..=0x206F
+        | 0xFEFF
+        | 0xFFF9..=0xFFFB
+        | 0x110BD
+        | 0x110CD
+        | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A
+        | 0xE0001
+        | 0xE0020..=0xE007F);
+    let blank = matches!(c as u32, 0x115F | 0x1160 | 0x3164 | 0xFFA0 | 0x2800);
+    cf || blank || (c.is_whitespace() && c != ' ')
+}
+
 impl Name {
+    /// A new name, as an administrator gives it: every rule applies.
     pub fn parse(raw: &str) -> Result<Name, KeystoreError> {
+        let name = Name::parse_stored(raw)?;
+        if let Some(c) = raw.chars().find(|c| is_invisible(*c)) {
+            return Err(KeystoreError::InvalidName {
+                name: raw.escape_unicode_invisible(),
+                reason: match c as u32 {
+                    0x202A..=0x202E | 0x2066..=0x2069 => {
+                        "a name cannot contain bidirectional override characters"
+                    }
+                    _ => "a name cannot contain invisible characters (format characters, zero-width or non-ASCII spaces)",
+                },
+            });
+        }
+        Ok(name)
+    }
+
+    /// A name as stored in a keystore or an export: the rules names have always had, so that
+    /// nothing stored before a rule was added stops loading.
+    fn parse_stored(raw: &str) -> Result<Name, KeystoreError> {
         if raw.len() > MAX_NAME_BYTES {
             return Err(KeystoreError::NameTooLong { len: raw.len() });
         }
@@ -62,8 +115,28 @@ impl Name {
 
 impl TryFrom<String> for Name {
     type Error = KeystoreError;
+    /// Deserialization: stored names, under the rules they were made with.
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        Name::parse(&s)
+        Name::parse_stored(&s)
+    }
+}
+
+/// Shows invisible characters as `\u{...}`, so a refusal names what was refused.
+trait EscapeInvisible {
+    fn escape_unicode_invisible(&self) -> String;
+}
+
+impl EscapeInvisible for str {
+    fn escape_unicode_invisible(&self) -> String {
+        self.chars()
+            .map(|c| {
+                if is_invisible(c) || c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
     }
 }
 
@@ -276,6 +349,32 @@ mod tests {
             Err(KeystoreError::InvalidName { .. })
         ));
         assert_eq!(Name::parse_bytes(b"k1").unwrap().as_str(), "k1");
+    }
+
+    #[test]
+    fn names_that_spoof_listings_are_refused() {
+        for bad in [
+            "evil\u{202e}gpj.key",
+            "a\u{200b}b",
+            "\u{feff}pool",
+            "soft\u{ad}hyphen",
+            "no\u{a0}break",
+            "ideographic\u{3000}space",
+            "\u{3164}",
+            "lr\u{2066}i",
+            "tag\u{e0041}",
+        ] {
+            let e = Name::parse(bad).unwrap_err();
+            assert!(matches!(e, KeystoreError::InvalidName { .. }), "{bad:?}");
+            // The refusal shows the character, not an invisible nothing.
+            assert!(e.to_string().contains("\\u{"), "{e}");
+        }
+        for good in ["pool 1", "cl\u{e9}-\u{e9}t\u{e9}", "\u{43a}\u{43b}\u{44e}\u{447}", "\u{9375}", "k_1.v2", "emoji-\u{1f511}"] {
+            assert!(Name::parse(good).is_ok(), "{good:?}");
+        }
+        // A name stored before the rule still loads.
+        let stored: Name = serde_json::from_str("\"old\\u200bname\"").unwrap();
+        assert_eq!(stored.as_str(), "old\u{200b}name");
     }
 
     #[test]
