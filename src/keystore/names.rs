@@ -369,7 +369,14 @@ mod tests {
             // The refusal shows the character, not an invisible nothing.
             assert!(e.to_string().contains("\\u{"), "{e}");
         }
-        for good in ["pool 1", "cl\u{e9}-\u{e9}t\u{e9}", "\u{43a}\u{43b}\u{44e}\u{447}", "\u{9375}", "k_1.v2", "emoji-\u{1f511}"] {
+        for good in [
+            "pool 1",
+            "cl\u{e9}-\u{e9}t\u{e9}",
+            "\u{43a}\u{43b}\u{44e}\u{447}",
+            "\u{9375}",
+            "k_1.v2",
+            "emoji-\u{1f511}",
+        ] {
             assert!(Name::parse(good).is_ok(), "{good:?}");
         }
         // A name stored before the rule still loads.
