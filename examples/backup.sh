@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Backs up a mounted kmsfs keystore: freeze with a lease, copy, check, release, verify.
 #
-#   examples/backup.sh MOUNTPOINT DATA_DIR BACKUP_ROOT
+#   examples/backup.sh MOUNTPOINT DATA_DIR BACKUP_ROOT   (`make install`: kmsfs-backup)
 #
 # (or set KMSFS_MOUNT, KMSFS_DATA_DIR and KMSFS_BACKUP_ROOT instead of the arguments).
 # Each run makes BACKUP_ROOT/kmsfs-YYYYmmddTHHMMSSZ/ holding KMS_DATA and, by default, the key
@@ -14,15 +14,16 @@
 #                       them on other media than the data backups: whoever has KMS_DATA and both
 #                       key files has every key). KMSFS_KEYS_DIR=none: do not copy them at all
 #                       (they never change after `kmsfs init`; back them up once, offline).
-#   KMSFS=kmsfs         the kmsfs binary, for `kmsfs verify` (default: kmsfs on PATH).
+#   KMSFS=kmsfs         the kmsfs binary, for `kmsfs verify` (default: kmsfs on PATH; `make
+#                       install` puts both in /usr/local/sbin).
 #
 # Exit status 0 only if the copy is complete, was taken under one unbroken freeze, and passes
 # `kmsfs verify`. On any failure, or SIGINT/SIGTERM/SIGHUP, the hold is released, the partial
 # copy removed, and the exit status is non-zero. For cron, as root (or the mounting user); cron's
 # PATH is short, so name where kmsfs and jq are:
 #
-#   PATH=/usr/local/bin:/usr/bin:/bin
-#   30 2 * * *  /usr/local/sbin/kmsfs-backup.sh /srv/kms /var/lib/kmsfs /backup/kmsfs
+#   PATH=/usr/local/sbin:/usr/local/bin:/usr/bin:/bin
+#   30 2 * * *  kmsfs-backup /mnt/kms /var/lib/kmsfs /backup/kmsfs
 #
 # Pruning old backups is left to you (e.g. `find /backup/kmsfs -maxdepth 1 -name 'kmsfs-*'
 # -mtime +30 -exec rm -rf {} +`).
@@ -139,11 +140,20 @@ run() {
 }
 
 # Our lease is the last one listed right after our `quiesce` (holds are listed in the order
-# they were taken).
+# they were taken). A signal between taking the hold and learning its lease would leave a hold
+# the trap cannot name: signals are held back until `held` is set, then acted on.
+pending=""
+trap 'pending=130' INT
+trap 'pending=143' TERM
+trap 'pending=129' HUP
 echo "quiesce $lease" > "$mount/.quiesce" || die "cannot freeze the keystore (echo quiesce $lease > $mount/.quiesce)"
 state=$(cat "$mount/.quiesce")
 held=$(jq -r '.leases[-1] // empty' <<<"$state")
 since=$(jq -r '.since // empty' <<<"$state")
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+[ -z "$pending" ] || exit "$pending"
 [[ -n $held && -n $since ]] || die "unexpected .quiesce after freezing: $state"
 say "frozen since $since (lease of $lease s, until $held)"
 

@@ -2,7 +2,7 @@
 # Restore drill: proves that a backup can be restored and served, without touching the backup
 # or the live keystore.
 #
-#   examples/restore-drill.sh BACKUP_DIR [KEYS_DIR]
+#   examples/restore-drill.sh BACKUP_DIR [KEYS_DIR]   (`make install`: kmsfs-restore-drill)
 #
 # BACKUP_DIR holds KMS_DATA (a directory made by backup.sh, or any copy of a data directory);
 # the key files KMS_HMKF and KMS_KPKF are taken from KEYS_DIR if given, else from BACKUP_DIR.

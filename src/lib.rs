@@ -4,6 +4,7 @@
 //! - `crypto`, `store`: the key hierarchy and the three files of a data directory.
 //! - `service`: the one path every change takes (checked, durable, applied).
 //! - `fs`: the mount; `transfer`: export and import; `cli`: the subcommands.
+//! - `audit`: the tamper-evident audit log and its verification (`docs/audit.md`).
 
 // Every system call goes through std or nix; there is no unsafe code to audit.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
     clippy::unwrap_used
 )]
 
+pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod fs;

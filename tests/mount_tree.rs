@@ -19,17 +19,18 @@ fn ls_shows_sane_modes_sizes_and_owners() {
             .permissions()
             .mode()
     };
-    assert_eq!(mode("pool/k1/key"), 0o100400);
-    assert_eq!(mode("pool/k1/state"), 0o100600);
-    assert_eq!(mode("pool/k1/description"), 0o100600);
-    assert_eq!(mode("pool/k1/record.json"), 0o100444);
+    assert_eq!(mode("pool/k1/key"), 0o100440);
+    assert_eq!(mode("pool/k1/state"), 0o100640);
+    assert_eq!(mode("pool/k1/description"), 0o100640);
+    assert_eq!(mode("pool/k1/record.json"), 0o100440);
     assert_eq!(mode("pool/.create"), 0o100200);
-    assert_eq!(mode("pool/.cipher"), 0o100600);
-    assert_eq!(mode("pool/.group.json"), 0o100444);
+    assert_eq!(mode("pool/.cipher"), 0o100640);
+    assert_eq!(mode("pool/.group.json"), 0o100440);
     assert_eq!(mode("pool/.active") & 0o170000, 0o120000);
-    assert_eq!(mode(".status"), 0o100444);
-    assert_eq!(mode(".quiesce"), 0o100600);
+    assert_eq!(mode(".status"), 0o100440);
+    assert_eq!(mode(".quiesce"), 0o100640);
     assert_eq!(mode("pool") & 0o170000, 0o040000);
+    assert_eq!(mode("pool") & 0o7777, 0o750);
     // Sizes are exact, so tools that trust st_size (tar) read everything.
     for rel in [
         "pool/k1/state",
@@ -58,11 +59,11 @@ fn ls_shows_sane_modes_sizes_and_owners() {
     );
     let listing = m.bash_ok("ls -l pool/k1");
     let key_line = listing.lines().find(|l| l.ends_with(" key")).unwrap();
-    assert!(key_line.starts_with("-r-------- 1 root root"), "{listing}");
+    assert!(key_line.starts_with("-r--r----- 1 root root"), "{listing}");
     assert!(key_line.contains(" 32 "), "{listing}");
     let state_line = listing.lines().find(|l| l.ends_with(" state")).unwrap();
     assert!(
-        state_line.starts_with("-rw------- 1 root root"),
+        state_line.starts_with("-rw-r----- 1 root root"),
         "{listing}"
     );
     assert!(

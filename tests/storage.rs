@@ -265,7 +265,7 @@ fn init_asks_for_passphrases_on_a_terminal() {
     let (tmp, dir) = fresh_dir();
     let out = on_a_terminal(
         &format!("init --data-dir {}", dir.display()),
-        "typed words\ntyped words\n\n",
+        "typed words, long enough\ntyped words, long enough\n\n",
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
@@ -281,7 +281,7 @@ fn init_asks_for_passphrases_on_a_terminal() {
     let hmk = std::fs::read(dir.join("KMS_HMKF")).unwrap();
     std::fs::remove_file(dir.join("KMS_HMKF")).unwrap();
     let pw = tmp.path().join("pw");
-    std::fs::write(&pw, "typed words\n").unwrap();
+    std::fs::write(&pw, "typed words, long enough\n").unwrap();
     let o = kmsfs([
         OsStr::new("regenerate"),
         OsStr::new("--data-dir"),
@@ -294,7 +294,10 @@ fn init_asks_for_passphrases_on_a_terminal() {
 
     // Two different answers: refused, nothing written.
     let (_tmp2, dir2) = fresh_dir();
-    let out = on_a_terminal(&format!("init --data-dir {}", dir2.display()), "one\ntwo\n");
+    let out = on_a_terminal(
+        &format!("init --data-dir {}", dir2.display()),
+        "the first answer\nthe second answer\n",
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("differ"));
     assert!(!dir2.join("KMS_DATA").exists());

@@ -1,7 +1,7 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use super::{read_passphrase_file, CliError};
+use super::{read_new_passphrase_file, CliError};
 use crate::store::{Access, Store};
 use crate::transfer;
 
@@ -28,7 +28,7 @@ pub fn run_export(args: &ExportArgs) -> Result<(), CliError> {
     if args.out.symlink_metadata().is_ok() {
         return Err(transfer::TransferError::OutputExists(args.out.clone()).into());
     }
-    let pass = read_passphrase_file(&args.passphrase_file)?;
+    let pass = read_new_passphrase_file("passphrase", &args.passphrase_file)?;
     let (_store, ks, kpk, _report) = Store::open(&args.data_dir, Access::ReadOnly)?;
     let body = transfer::collect(&ks, &kpk, &args.groups)?;
     let bytes = transfer::seal(&pass, &body)?;

@@ -2,7 +2,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{read_passphrase_file, CliError};
+use super::{read_new_passphrase_file, CliError};
 use crate::crypto::Kpk;
 use crate::keystore::{Keystore, Timestamp};
 use crate::service::{Kms, KmsError};
@@ -39,7 +39,8 @@ enum Target {
 
 /// All or nothing: the whole plan is decided first, then committed in one atomic rewrite.
 pub fn run_import(args: &ImportArgs) -> Result<(), CliError> {
-    let pass = read_passphrase_file(&args.passphrase_file)?;
+    // Exports refuse passphrases this short, so no container made here has one.
+    let pass = read_new_passphrase_file("passphrase", &args.passphrase_file)?;
     let bytes = std::fs::read(&args.file)
         .map_err(|e| CliError(format!("cannot read {}: {e}", args.file.display())))?;
     // The keystore is opened before the slow key derivation, so that a refusal comes at once.

@@ -1,7 +1,7 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use super::{prompt_passphrase, read_passphrase_file, CliError};
+use super::{prompt_new_passphrase, read_new_passphrase_file, CliError};
 use crate::store::{self, InitOptions};
 
 #[derive(Args, Debug)]
@@ -28,13 +28,13 @@ pub fn run_init(args: &InitArgs) -> Result<(), CliError> {
         }
     }
     let hmk = match &args.hmk_passphrase_file {
-        Some(p) => Some(read_passphrase_file(p)?),
-        None if args.kpk_passphrase_file.is_none() => prompt_passphrase("HMK")?,
+        Some(p) => Some(read_new_passphrase_file("HMK passphrase", p)?),
+        None if args.kpk_passphrase_file.is_none() => prompt_new_passphrase("HMK")?,
         None => None,
     };
     let kpk = match &args.kpk_passphrase_file {
-        Some(p) => Some(read_passphrase_file(p)?),
-        None if args.hmk_passphrase_file.is_none() => prompt_passphrase("KPK")?,
+        Some(p) => Some(read_new_passphrase_file("KPK passphrase", p)?),
+        None if args.hmk_passphrase_file.is_none() => prompt_new_passphrase("KPK")?,
         None => None,
     };
     let report = store::init(

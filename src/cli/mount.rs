@@ -1,7 +1,7 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use super::CliError;
+use super::{mountpoint, CliError};
 use crate::fs::{self, MountOptions};
 use crate::service::Kms;
 use crate::store::{self, InitOptions, DATA_FILE};
@@ -19,16 +19,39 @@ pub struct MountArgs {
     /// Let root in besides the mounting user.
     #[arg(long)]
     pub allow_root: bool,
-    /// Let every user in (file modes still apply; `key` files are 0400).
+    /// Let every user in; the modes then decide, and they grant nothing to others, so only
+    /// the owner and the entries' group get further.
     #[arg(long)]
     pub allow_other: bool,
-    /// Threads serving requests.
+    /// Members of this Unix group (a backup service account) may read keys, in a state that
+    /// allows it, and all metadata; changes stay with the mounting user.
+    #[arg(long, value_name = "GROUP")]
+    pub key_readers: Option<String>,
+    /// Threads serving requests (1 to 64).
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// Append the log to FILE (created mode 0600 if missing) instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
+
+/// The most threads `--threads` may ask for.
+pub const MAX_THREADS: usize = 64;
 
 /// Serves until unmounted or SIGINT/SIGTERM; exits 0 after a clean unmount.
 pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
+    // Every refusal comes before `--init` or the mount creates anything.
+    if !(1..=MAX_THREADS).contains(&args.threads) {
+        return Err(CliError(format!(
+            "--threads must be 1 to {MAX_THREADS} (got {})",
+            args.threads
+        )));
+    }
+    let key_readers = args.key_readers.as_deref().map(group_id).transpose()?;
+    mountpoint::check_data_dir(&args.data_dir, args.init)?;
+    mountpoint::check_apart(&args.data_dir, &args.mountpoint)?;
+    mountpoint::check_mount_point(&args.mountpoint)?;
+    mountpoint::check_can_mount()?;
     if args.init && !args.data_dir.join(DATA_FILE).exists() {
         let report = store::init(&args.data_dir, InitOptions::default())?;
         log::info!(
@@ -48,10 +71,29 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         })?;
     }
     let opts = MountOptions {
-        threads: args.threads.max(1),
+        threads: args.threads,
         allow_root: args.allow_root,
         allow_other: args.allow_other,
+        key_readers,
     };
+    // Under systemd (Type=notify): READY=1 once the mount answers.
+    super::notify::ready_when_served(&args.data_dir, &args.mountpoint);
     fs::mount(kms, &args.mountpoint, &opts)
         .map_err(|e| CliError(format!("cannot mount {}: {e}", args.mountpoint.display())))
+}
+
+/// The gid of a Unix group, by name or number.
+fn group_id(name: &str) -> Result<u32, CliError> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(CliError(format!(
+            "--key-readers: there is no group {name:?} (create it with `groupadd {name}`)"
+        ))),
+        Err(e) => Err(CliError(format!(
+            "--key-readers: cannot look up group {name:?}: {e}"
+        ))),
+    }
 }

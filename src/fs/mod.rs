@@ -45,8 +45,13 @@ pub struct MountOptions {
     pub threads: usize,
     /// Let root in besides the mounting user.
     pub allow_root: bool,
-    /// Let every user in (the file modes still apply: `key` is 0400).
+    /// Let every user in; the kernel then applies the modes (no entry grants anything to
+    /// "others", so only the owner and the group get further).
     pub allow_other: bool,
+    /// The group of every entry (`--key-readers`): its members read keys (in a usable state)
+    /// and all metadata; changes stay with the owner. Implies `allow_other`, so that the
+    /// kernel lets them in and checks the modes.
+    pub key_readers: Option<u32>,
 }
 
 impl Default for MountOptions {
@@ -55,6 +60,7 @@ impl Default for MountOptions {
             threads: 4,
             allow_root: false,
             allow_other: false,
+            key_readers: None,
         }
     }
 }
@@ -73,7 +79,7 @@ fn config(opts: &MountOptions) -> Config {
     ];
     // No AutoUnmount: it needs the `fusermount` helper (docs/fuse-notes.md); `mount`
     // unmounts on SIGINT/SIGTERM itself.
-    config.acl = if opts.allow_other {
+    config.acl = if opts.allow_other || opts.key_readers.is_some() {
         SessionACL::All
     } else if opts.allow_root {
         SessionACL::RootAndOwner
@@ -84,9 +90,17 @@ fn config(opts: &MountOptions) -> Config {
     config
 }
 
-fn filesystem(kms: Arc<Kms>, mountpoint: &Path) -> io::Result<(fuse::KmsFs, PathBuf)> {
+fn filesystem(
+    kms: Arc<Kms>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> io::Result<(fuse::KmsFs, PathBuf)> {
     let mountpoint = mountpoint.canonicalize()?;
-    let ops = ops::Operations::new(kms, mountpoint.clone());
+    let mut owner = attr::Owner::current();
+    if let Some(gid) = opts.key_readers {
+        owner.gid = gid;
+    }
+    let ops = ops::Operations::new(kms, mountpoint.clone(), owner);
     Ok((fuse::KmsFs::new(ops), mountpoint))
 }
 
@@ -97,7 +111,7 @@ pub fn spawn(
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> io::Result<BackgroundSession> {
-    let (fs, mountpoint) = filesystem(kms, mountpoint)?;
+    let (fs, mountpoint) = filesystem(kms, mountpoint, opts)?;
     fuser::spawn_mount(fs, &mountpoint, &config(opts))
 }
 
@@ -105,7 +119,7 @@ pub fn spawn(
 /// process gets SIGINT or SIGTERM, which unmount it. Returns Ok after a clean unmount.
 pub fn mount(kms: Arc<Kms>, mountpoint: &Path, opts: &MountOptions) -> io::Result<()> {
     let data_dir = kms.data_dir().to_path_buf();
-    let (fs, mountpoint) = filesystem(kms, mountpoint)?;
+    let (fs, mountpoint) = filesystem(kms, mountpoint, opts)?;
     let session = fuser::spawn_mount(fs, &mountpoint, &config(opts))?;
     log::info!(
         "serving the keystore of {} at {}",

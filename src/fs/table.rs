@@ -135,8 +135,18 @@ impl FileId {
     }
 }
 
-/// Mode of every directory: searchable by whoever the mount lets in.
-pub const DIR_PERM: u16 = 0o755;
+/// Who sees what. The kernel enforces these modes (`default_permissions`); root passes them,
+/// so the operation layer refuses what root must not do itself (writing read-only files,
+/// reading a key whose state forbids it).
+///
+/// - The owner (the mounting user) reads and changes everything.
+/// - The group (`--key-readers`, else the owner's own group) reads everything but `.create`:
+///   keys (while their state allows), all metadata, `.status`, `.quiesce`, `.errors` (which
+///   names callers: the group is a trusted backup account, not the world). It changes nothing.
+/// - Others get nothing, not even the names: no entry has a bit for them.
+///
+/// So every mode is the owner's bits plus group read wherever the owner reads.
+pub const DIR_PERM: u16 = 0o750;
 
 const fn rendered(
     dir: Dir,
@@ -174,24 +184,24 @@ use Cache::Volatile;
 use Dir::{Group, Record, Root};
 use Write::ReadOnly;
 
-/// The fixed files of the tree. Modes: control files are writable by the owner, metadata is
-/// read-only, `.create` is write-only (it reads back empty, so `cp -r` and `tar` pass over it),
-/// `key` is 0400 as the contract says.
+/// The fixed files of the tree. Modes (see `DIR_PERM` for the model): control files are
+/// writable by the owner, metadata is read-only, `.create` is write-only for the owner (it
+/// reads back empty, so `cp -r` and `tar` pass over it), `key` is read-only.
 pub static FILES: [File; 13] = [
     rendered(
         Root,
         ".quiesce",
-        0o600,
+        0o640,
         Volatile,
         render::quiesce,
         Write::Command(commands::quiesce),
     ),
-    rendered(Root, ".status", 0o444, Volatile, render::status, ReadOnly),
-    rendered(Root, ".errors", 0o444, Volatile, render::errors, ReadOnly),
+    rendered(Root, ".status", 0o440, Volatile, render::status, ReadOnly),
+    rendered(Root, ".errors", 0o440, Volatile, render::errors, ReadOnly),
     rendered(
         Group,
         ".group.json",
-        0o444,
+        0o440,
         Volatile,
         render::group_json,
         ReadOnly,
@@ -199,7 +209,7 @@ pub static FILES: [File; 13] = [
     rendered(
         Group,
         ".description",
-        0o600,
+        0o640,
         Volatile,
         render::group_description,
         Write::Text(commands::describe_group),
@@ -207,7 +217,7 @@ pub static FILES: [File; 13] = [
     rendered(
         Group,
         ".cipher",
-        0o600,
+        0o640,
         Volatile,
         render::cipher,
         Write::Command(commands::cipher),
@@ -224,7 +234,7 @@ pub static FILES: [File; 13] = [
     rendered(
         Group,
         ".rotation",
-        0o600,
+        0o640,
         Volatile,
         render::rotation,
         Write::Command(commands::rotation),
@@ -232,7 +242,7 @@ pub static FILES: [File; 13] = [
     rendered(
         Record,
         "record.json",
-        0o444,
+        0o440,
         Volatile,
         render::record_json,
         ReadOnly,
@@ -240,7 +250,7 @@ pub static FILES: [File; 13] = [
     rendered(
         Record,
         "state",
-        0o600,
+        0o640,
         Volatile,
         render::state,
         Write::Command(commands::state),
@@ -248,7 +258,7 @@ pub static FILES: [File; 13] = [
     rendered(
         Record,
         "description",
-        0o600,
+        0o640,
         Volatile,
         render::record_description,
         Write::Text(commands::describe_record),
@@ -257,7 +267,7 @@ pub static FILES: [File; 13] = [
         dir: Record,
         name: "key",
         kind: FileType::RegularFile,
-        perm: 0o400,
+        perm: 0o440,
         cache: Cache::FixedBytes,
         content: Content::Secret {
             len: render::key_len,
@@ -285,7 +295,14 @@ mod tests {
             // Key material is kept in the page cache only for a file whose bytes never change.
             if matches!(f.content, Content::Secret { .. }) {
                 assert_eq!(f.cache, Cache::FixedBytes, "{}", f.name);
-                assert_eq!(f.perm & 0o077, 0, "{}", f.name);
+                assert_eq!(f.perm & 0o222, 0, "{}", f.name);
+            }
+            // The model: nothing for others; the group reads exactly what the owner reads,
+            // and never writes.
+            if f.kind == FileType::RegularFile {
+                assert_eq!(f.perm & 0o007, 0, "{}", f.name);
+                assert_eq!(f.perm & 0o020, 0, "{}", f.name);
+                assert_eq!(f.perm & 0o040 != 0, f.perm & 0o400 != 0, "{}", f.name);
             }
             assert_eq!(f.kind == FileType::Symlink, f.cache == Cache::Vanishing);
         }

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Why the backing files could not be read or written. Every variant names the file at fault,
 /// so that `kmsfs verify` can print one line an administrator can act on.
@@ -14,9 +14,7 @@ pub enum StoreError {
     NoKeystore(PathBuf),
     #[error("{dir} already holds a keystore file ({file}); refusing to overwrite it")]
     AlreadyExists { dir: PathBuf, file: &'static str },
-    #[error(
-        "{dir} is writable by group or others (mode {mode:04o}); run `chmod go-w {dir}` first"
-    )]
+    #[error("{}", unsafe_directory(dir, *mode))]
     UnsafeDirectory { dir: PathBuf, mode: u32 },
     #[error("{dir} is in use by another kmsfs process{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { dir: PathBuf, pid: Option<u32> },
@@ -26,6 +24,27 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `chmod go-w` is the fix for a directory of one's own, never for a shared one (sticky like
+/// /tmp, or a setgid group directory): that would break it for everyone else.
+fn unsafe_directory(dir: &Path, mode: u32) -> String {
+    let d = dir.display();
+    let shared = if mode & 0o1000 != 0 {
+        Some("sticky, like /tmp")
+    } else if mode & 0o2020 == 0o2020 {
+        Some("a setgid group directory")
+    } else {
+        None
+    };
+    match shared {
+        Some(what) => format!(
+            "{d} is writable by group or others (mode {mode:04o}) and shared ({what}): keep the keystore in a private directory instead, e.g. `mkdir -m 700 /var/lib/kmsfs`"
+        ),
+        None => format!(
+            "{d} is writable by group or others (mode {mode:04o}); run `chmod go-w {d}` first"
+        ),
+    }
 }
 
 impl StoreError {

@@ -198,6 +198,15 @@ pub fn read_header(dir: &Path) -> Result<Header, StoreError> {
         })
 }
 
+/// Reads KMS_HMKF and checks that it is the HMK of KMS_DATA's header; reads only, takes no
+/// lock (for `kmsfs audit verify`, beside a live mount or on a backup).
+pub fn read_hmk(dir: &Path) -> Result<Hmk, StoreError> {
+    let header = read_header(dir)?;
+    let hmk = Hmk::from_secret(read_key_file(dir, KeyFileKind::Hmk)?);
+    check_key_id("KMS_HMKF", &hmk.id(), &header.hmk_id)?;
+    Ok(hmk)
+}
+
 fn read_data_file(dir: &Path) -> Result<Vec<u8>, StoreError> {
     match fs::read(dir.join(DATA_FILE)) {
         Ok(b) => Ok(b),

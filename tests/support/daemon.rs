@@ -180,6 +180,15 @@ impl Daemon {
         detach(&self.mnt);
     }
 
+    /// SIGKILL, as a crash, and leave the dead mount in place as a real crash does (`ls MNT`:
+    /// "Transport endpoint is not connected"). Dropping the `Daemon` detaches it if it is
+    /// still there.
+    pub fn crash(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL kmsfs mount");
+        child.wait().expect("reap kmsfs mount");
+    }
+
     /// Waits for the daemon to exit by itself (after an external `umount`, say) and returns
     /// its exit status. Panics, with its log, if it does not exit in time.
     pub fn wait(mut self) -> ExitStatus {

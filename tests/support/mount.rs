@@ -13,6 +13,8 @@ use kmsfs::store::{InitOptions, StoreError};
 use tempfile::TempDir;
 
 pub struct Mounted {
+    /// How it is mounted (every remount uses the same options).
+    pub options: MountOptions,
     /// Holds `data/` (the keystore) and `mnt/` (the mount point).
     pub dir: TempDir,
     session: Option<fuser::BackgroundSession>,
@@ -36,6 +38,11 @@ pub fn open_kms(data: &Path) -> Arc<Kms> {
 impl Mounted {
     /// A new empty keystore, mounted.
     pub fn new() -> Mounted {
+        Mounted::with_options(MountOptions::default())
+    }
+
+    /// A new empty keystore, mounted with `options`.
+    pub fn with_options(options: MountOptions) -> Mounted {
         // RUST_LOG=debug shows the daemon's log (and fuser's requests) in failing tests.
         let _ = env_logger::builder().is_test(true).try_init();
         let dir = tempfile::Builder::new()
@@ -45,7 +52,11 @@ impl Mounted {
         kmsfs::store::init(&dir.path().join("data"), InitOptions::default())
             .expect("init a keystore");
         std::fs::create_dir(dir.path().join("mnt")).expect("mkdir mnt");
-        let mut m = Mounted { dir, session: None };
+        let mut m = Mounted {
+            options,
+            dir,
+            session: None,
+        };
         m.mount();
         m
     }
@@ -66,7 +77,7 @@ impl Mounted {
     pub fn mount(&mut self) {
         assert!(self.session.is_none(), "already mounted");
         let kms = open_kms(&self.data());
-        let session = kmsfs::fs::spawn(kms, &self.mnt(), &MountOptions::default())
+        let session = kmsfs::fs::spawn(kms, &self.mnt(), &self.options)
             .unwrap_or_else(|e| panic!("cannot mount at {}: {e}", self.mnt().display()));
         self.session = Some(session);
         wait_for(&self.p(".status"), true);

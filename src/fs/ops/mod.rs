@@ -80,13 +80,15 @@ pub struct Operations {
 }
 
 impl Operations {
-    pub fn new(kms: Arc<Kms>, mountpoint: PathBuf) -> Operations {
+    /// `owner` owns every entry: the mounting user, and the group that may read (see
+    /// `table.rs` for the modes).
+    pub fn new(kms: Arc<Kms>, mountpoint: PathBuf, owner: Owner) -> Operations {
         Operations {
             kms,
             inodes: InodeTable::default(),
             handles: Handles::default(),
             errors: ErrorRing::default(),
-            owner: Owner::current(),
+            owner,
             mountpoint,
         }
     }

@@ -31,7 +31,7 @@ fn fixture() -> Fixture {
     let data = dir.path().join("data");
     crate::store::init(&data, Default::default()).unwrap();
     let kms = Kms::open(&data).unwrap();
-    let ops = Operations::new(kms.clone(), "/m".into());
+    let ops = Operations::new(kms.clone(), "/m".into(), crate::fs::attr::Owner::current());
     Fixture {
         _dir: dir,
         kms,
@@ -725,7 +725,7 @@ fn modes_owners_and_times_follow_the_keystore() {
     f.pool_with_record();
     let state = f.ino("pool/k1/state");
     let attr = f.ops.getattr(state).unwrap().attr;
-    assert_eq!(attr.perm, 0o600);
+    assert_eq!(attr.perm, 0o640);
     let chmod = SetAttr {
         mode: Some(0o644),
         ..Default::default()
@@ -734,7 +734,7 @@ fn modes_owners_and_times_follow_the_keystore() {
     assert_eq!(f.errors().pop().unwrap()["operation"], "setattr");
     // Setting what is already there (`cp -p`, `tar` restoring) is fine.
     let same = SetAttr {
-        mode: Some(0o100600),
+        mode: Some(0o100640),
         uid: Some(attr.uid),
         gid: Some(attr.gid),
         ..Default::default()

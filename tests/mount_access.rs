@@ -1,0 +1,216 @@
+//! Who may use the mount, with real second users acting through `setpriv`: a backup service
+//! account in the `--key-readers` group reads keys and metadata but changes nothing; any
+//! other user gets nothing, not even names; without options, nobody but the owner gets in.
+//! The test creates its users and group (it runs as root, as CI does) and fails if it cannot.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+
+use kmsfs::fs::MountOptions;
+use support::mount::Mounted;
+
+const READERS: &str = "kmsfs-test-readers";
+const BACKUP: &str = "kmsfs-test-backup";
+const OTHER: &str = "kmsfs-test-other";
+
+/// Creates the group and the two users if they are missing (idempotent; safe in parallel).
+fn users() -> u32 {
+    let run = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+        // "already exists" from a parallel test is fine; anything else is not.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || err.contains("already exists"),
+            "{args:?}: {err}"
+        );
+    };
+    run(&["groupadd", "-f", READERS]);
+    for (user, groups) in [(BACKUP, Some(READERS)), (OTHER, None)] {
+        if Command::new("id")
+            .arg(user)
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            continue;
+        }
+        let mut args = vec!["useradd", "-M", "-N", "-s", "/usr/sbin/nologin"];
+        if let Some(g) = groups {
+            args.extend(["-G", g]);
+        }
+        args.push(user);
+        run(&args);
+    }
+    let gid = Command::new("getent")
+        .args(["group", READERS])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&gid.stdout)
+        .split(':')
+        .nth(2)
+        .and_then(|g| g.parse().ok())
+        .expect("the readers group has a gid")
+}
+
+/// Runs a bash script as `user` (with that user's groups), in the mount.
+fn as_user(m: &Mounted, user: &str, script: &str) -> Output {
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            user,
+            "--regid",
+            user_group(user),
+            "--init-groups",
+            "--",
+        ])
+        .args(["bash", "-c", script])
+        .current_dir("/")
+        .env("M", m.mnt())
+        .output()
+        .unwrap()
+}
+
+fn user_group(user: &str) -> &'static str {
+    if user == BACKUP {
+        READERS
+    } else {
+        "nogroup"
+    }
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn denied(out: Output) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should have been refused");
+    assert!(err.contains("Permission denied"), "{err}");
+}
+
+/// The scratch directory is open to traverse (the mount's own root decides the rest); the
+/// data directory stays 0700.
+fn open_the_way(m: &Mounted) {
+    std::fs::set_permissions(m.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn keystore(m: &Mounted) {
+    m.bash_ok(
+        r#"set -e
+mkdir pool pool/k1 pool/pre
+echo active > pool/k1/state
+echo "secret notes" > pool/k1/description"#,
+    );
+}
+
+#[test]
+fn key_readers_read_keys_and_metadata_and_change_nothing() {
+    let gid = users();
+    let m = Mounted::with_options(MountOptions {
+        key_readers: Some(gid),
+        ..Default::default()
+    });
+    open_the_way(&m);
+    keystore(&m);
+    let key = std::fs::read(m.p("pool/k1/key")).unwrap();
+    let before = m.bash_ok("jq -cS . pool/*/record.json .status");
+
+    // The backup account reads the key and every piece of metadata.
+    let out = ok(as_user(&m, BACKUP, r#"cd "$M" && base64 -w0 pool/k1/key"#));
+    assert_eq!(out, base64(&key));
+    ok(as_user(
+        &m,
+        BACKUP,
+        r#"cd "$M" && ls -l pool && jq -e '.state == "active"' pool/k1/record.json && cat pool/k1/state pool/k1/description .status .quiesce .errors pool/.rotation >/dev/null"#,
+    ));
+    // A key whose state forbids it stays closed, for the group as for root.
+    let out = as_user(&m, BACKUP, r#"cat "$M/pool/pre/key""#);
+    denied(out);
+    // It changes nothing: every kind of change is refused by the kernel.
+    for change in [
+        "echo inactive > pool/k1/state",
+        "echo x > pool/k1/description",
+        "mkdir pool/k2",
+        "rmdir pool/pre",
+        "mv pool/pre pool/renamed",
+        r#"echo '{"name":"k3"}' > pool/.create"#,
+        "echo quiesce > .quiesce",
+        "echo rotate > pool/.rotation",
+        "mkdir newgroup",
+    ] {
+        denied(as_user(&m, BACKUP, &format!(r#"cd "$M" && {change}"#)));
+    }
+    assert_eq!(m.bash_ok("jq -cS . pool/*/record.json .status"), before);
+
+    // Anyone else gets nothing, not even the names.
+    denied(as_user(&m, OTHER, r#"ls "$M""#));
+    denied(as_user(&m, OTHER, r#"cat "$M/.status""#));
+    denied(as_user(&m, OTHER, r#"cat "$M/pool/k1/record.json""#));
+    denied(as_user(&m, OTHER, r#"cat "$M/pool/k1/key""#));
+    // And `ls -l` as the owner shows who may read.
+    let listing = m.bash_ok("ls -ln pool/k1");
+    let key_line = listing.lines().find(|l| l.ends_with(" key")).unwrap();
+    assert!(
+        key_line.starts_with(&format!("-r--r----- 1 0 {gid} ")),
+        "{listing}"
+    );
+}
+
+#[test]
+fn without_options_only_the_owner_gets_in_and_allow_other_opens_nothing_more() {
+    users();
+    let m = Mounted::new();
+    open_the_way(&m);
+    keystore(&m);
+    denied(as_user(&m, BACKUP, r#"ls "$M""#));
+    denied(as_user(&m, OTHER, r#"cat "$M/.status""#));
+    drop(m);
+
+    // --allow-other lets users in, and the modes then give others nothing: descriptions,
+    // states and the JSON that repeats them are equally closed.
+    let m = Mounted::with_options(MountOptions {
+        allow_other: true,
+        ..Default::default()
+    });
+    open_the_way(&m);
+    keystore(&m);
+    for path in [
+        "",
+        "pool/k1/record.json",
+        "pool/k1/description",
+        "pool/k1/state",
+        "pool/.group.json",
+        ".errors",
+        ".status",
+    ] {
+        denied(as_user(
+            &m,
+            OTHER,
+            &format!(r#"cat "$M/{path}" || ls "$M/{path}""#),
+        ));
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
