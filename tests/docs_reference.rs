@@ -381,3 +381,26 @@ fn docs_stand_alone() {
         );
     }
 }
+
+/// The README's first command must not put the keystore, and so both key files, inside the
+/// git checkout, where one `git add -A` would commit every key.
+#[test]
+fn the_readme_mount_command_keeps_the_keys_out_of_the_checkout() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mount = readme
+        .lines()
+        .find(|l| l.contains(" mount ") && l.contains("--data-dir"))
+        .expect("the README shows the mount command");
+    let dir = mount
+        .split_whitespace()
+        .skip_while(|w| *w != "--data-dir")
+        .nth(1)
+        .expect("a data directory after --data-dir");
+    assert!(
+        dir.starts_with('/') && !Path::new(dir).starts_with(root),
+        "the README's data directory {dir} is inside the checkout: {mount}"
+    );
+    let ignore = std::fs::read_to_string(root.join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "kms-data/"), "{ignore}");
+}
