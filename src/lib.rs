@@ -21,6 +21,7 @@ pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod fs;
+pub mod harden;
 pub mod keystore;
 pub mod service;
 pub mod store;

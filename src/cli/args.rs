@@ -72,6 +72,10 @@ impl Cli {
 /// Runs a parsed command line: sets up the log, runs the subcommand, and turns its failure
 /// into one line on stderr (and in the log file, if there is one) and a non-zero exit.
 pub fn run(cli: &Cli) -> ExitCode {
+    if let Err(e) = crate::harden::harden() {
+        eprintln!("kmsfs: {e}");
+        return ExitCode::FAILURE;
+    }
     let log_file = cli.log_file();
     if let Err(e) = logging::init(log_file) {
         eprintln!("kmsfs: {}", e.0);

@@ -64,6 +64,14 @@ struct StatusJson<'a> {
     hmk_id: &'a str,
     kpk_id: &'a str,
     quiesced: bool,
+    /// The daemon's own protection of the keys it holds.
+    hardening: HardeningJson,
+}
+
+#[derive(Serialize)]
+struct HardeningJson {
+    dumpable: bool,
+    core_limit: u64,
 }
 
 pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
@@ -77,6 +85,13 @@ pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
         hmk_id: &s.hmk_id,
         kpk_id: &s.kpk_id,
         quiesced: s.quiesced,
+        hardening: {
+            let h = crate::harden::current();
+            HardeningJson {
+                dumpable: h.dumpable,
+                core_limit: h.core_limit,
+            }
+        },
     }))
 }
 
