@@ -411,13 +411,17 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A child process, killed and reaped however the test ends.
-struct Reaped(std::process::Child);
+/// A child process, killed and reaped however the test ends; and the mount of a daemon,
+/// detached if it is left behind.
+struct Reaped(std::process::Child, Option<PathBuf>);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(mnt) = &self.1 {
+            let _ = Command::new("umount").arg("-l").arg(mnt).output();
+        }
     }
 }
 
@@ -442,6 +446,7 @@ fn logrotate_postrotate_signals_only_the_daemon() {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
+        Some(mnt.clone()),
     );
     wait_until("the daemon to serve", || mnt.join(".status").exists());
     run_sh(&script);
@@ -466,6 +471,7 @@ fn logrotate_postrotate_signals_only_the_daemon() {
             .args(["-c", "sleep 10; :", "mount"])
             .spawn()
             .unwrap(),
+        None,
     );
     fs::write(data.join("kmsfs.lock"), format!("{}\n", other.0.id())).unwrap();
     run_sh(&script);

@@ -30,6 +30,10 @@ pub struct MountArgs {
     /// Threads serving requests (1 to 64).
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// The audit log: every key read, change and refusal, one hash-chained, keyed JSON line
+    /// each (default DATA_DIR/audit.log; see docs/audit.md).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Append the log to FILE (created mode 0600 if missing) instead of stderr.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
@@ -61,7 +65,11 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
             report.kpk_id
         );
     }
-    let kms = Kms::open(&args.data_dir)?;
+    let audit_log = args
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| crate::audit::default_path(&args.data_dir));
+    let kms = Kms::open_audited(&args.data_dir, Some(&audit_log))?;
     if !args.mountpoint.exists() {
         std::fs::create_dir_all(&args.mountpoint).map_err(|e| {
             CliError(format!(

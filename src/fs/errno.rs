@@ -37,7 +37,8 @@ pub fn kms_errno(e: &KmsError) -> i32 {
         KmsError::LeaseOutOfRange { .. } => libc::EINVAL,
         // Unquiescing without a hold is malformed input to `.quiesce`, per the contract.
         KmsError::NotQuiesced => libc::EINVAL,
-        KmsError::Store(_) | KmsError::Crypto(_) => libc::EIO,
+        // Fail closed: the daemon cannot record the read or the change.
+        KmsError::Audit(_) | KmsError::Store(_) | KmsError::Crypto(_) => libc::EIO,
     }
 }
 

@@ -48,7 +48,7 @@ impl FsError {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            FsError::Service(KmsError::Store(_) | KmsError::Crypto(_))
+            FsError::Service(KmsError::Store(_) | KmsError::Crypto(_) | KmsError::Audit(_))
         )
     }
 }

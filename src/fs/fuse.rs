@@ -27,6 +27,7 @@ const GENERATION: Generation = Generation(0);
 fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
+        gid: req.gid(),
         pid: req.pid(),
     }
 }

@@ -119,6 +119,7 @@ pub fn spawn(
 /// process gets SIGINT or SIGTERM, which unmount it. Returns Ok after a clean unmount.
 pub fn mount(kms: Arc<Kms>, mountpoint: &Path, opts: &MountOptions) -> io::Result<()> {
     let data_dir = kms.data_dir().to_path_buf();
+    let kms_for_hup = kms.clone();
     let (fs, mountpoint) = filesystem(kms, mountpoint, opts)?;
     let session = fuser::spawn_mount(fs, &mountpoint, &config(opts))?;
     log::info!(
@@ -126,7 +127,12 @@ pub fn mount(kms: Arc<Kms>, mountpoint: &Path, opts: &MountOptions) -> io::Resul
         data_dir.display(),
         mountpoint.display()
     );
-    let result = serve::until_unmounted(session, &mountpoint);
+    let hup = Arc::downgrade(&kms_for_hup);
+    drop(kms_for_hup);
+    let result = serve::until_unmounted(session, &mountpoint, move || match hup.upgrade() {
+        Some(kms) => kms.reopen_audit(),
+        None => log::info!("SIGHUP: still serving"),
+    });
     log::info!("unmounted {}", mountpoint.display());
     result
 }

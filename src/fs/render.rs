@@ -9,13 +9,15 @@ use serde::Serialize;
 use super::inode::Of;
 use super::ring::ErrorRing;
 use crate::keystore::{KeyGroup, KeyRecord, Keystore, Period, Timestamp};
-use crate::service::ReadGuard;
+use crate::service::{Kms, ReadGuard};
 
 /// One consistent look at everything a file may show. Holding it holds the service's read
 /// lock: keep it short, and never call the service while holding it.
 pub struct View<'a> {
     pub ks: &'a ReadGuard<'a>,
     pub errors: &'a ErrorRing,
+    /// For what lives outside the keystore's lock (the audit log).
+    pub kms: &'a Kms,
 }
 
 impl View<'_> {
@@ -66,6 +68,15 @@ struct StatusJson<'a> {
     quiesced: bool,
     /// The daemon's own protection of the keys it holds.
     hardening: HardeningJson,
+    /// The audit log, and whether it can be written (key reads and changes wait while not).
+    audit: Option<AuditJson>,
+}
+
+#[derive(Serialize)]
+struct AuditJson {
+    log: String,
+    writable: bool,
+    reason: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -92,7 +103,17 @@ pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
                 core_limit: h.core_limit,
             }
         },
+        audit: v.kms.audit_health().map(|(path, health)| AuditJson {
+            log: path.display().to_string(),
+            writable: health.is_ok(),
+            reason: health.err(),
+        }),
     }))
+}
+
+/// `.audit`: the latest lines of the audit log (up to 64 KiB of whole lines), for the owner.
+pub fn audit(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
+    Some(v.kms.audit_tail(64 * 1024).unwrap_or_default())
 }
 
 #[derive(Serialize)]

@@ -19,7 +19,15 @@ pub const MAX_REASON_BYTES: usize = 512;
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub uid: u32,
+    pub gid: u32,
     pub pid: u32,
+}
+
+impl Caller {
+    /// Tells the service who asks, for its audit lines, until the guard is dropped.
+    pub fn acting(&self) -> crate::service::Acting {
+        crate::service::acting_as(self.uid, self.gid, self.pid)
+    }
 }
 
 #[derive(Serialize)]
@@ -133,6 +141,7 @@ mod tests {
         let ring = ErrorRing::default();
         let caller = Caller {
             uid: 0,
+            gid: 0,
             pid: std::process::id(),
         };
         for i in 0..150 {

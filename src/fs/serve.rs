@@ -1,6 +1,6 @@
 //! Serving a mount until it ends: `umount MOUNTPOINT` from outside, or SIGINT/SIGTERM, which
-//! unmount it. SIGHUP (the terminal of a foreground daemon closing, or `logrotate`) is caught
-//! and logged: it never kills a serving daemon.
+//! unmount it. SIGHUP (the terminal of a foreground daemon closing, or `logrotate`) reopens
+//! the audit log: it never kills a serving daemon.
 
 use std::io;
 use std::path::Path;
@@ -12,7 +12,12 @@ use signal_hook::iterator::Signals;
 
 /// Serves `session` (mounted at `mountpoint`) until it is unmounted; returns the serving
 /// thread's result.
-pub fn until_unmounted(mut session: BackgroundSession, mountpoint: &Path) -> io::Result<()> {
+/// `on_hup` runs at every SIGHUP (logrotate's `postrotate`: reopen the audit log).
+pub fn until_unmounted(
+    mut session: BackgroundSession,
+    mountpoint: &Path,
+    on_hup: impl Fn() + Send + 'static,
+) -> io::Result<()> {
     // The handlers stay installed once registered (signal-hook never removes them); after
     // `close` they only drop what arrives. A daemon exits right after this returns.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
@@ -24,7 +29,7 @@ pub fn until_unmounted(mut session: BackgroundSession, mountpoint: &Path) -> io:
             .spawn(move || {
                 for sig in signals.forever() {
                     if sig == SIGHUP {
-                        log::info!("SIGHUP: nothing to reopen; still serving");
+                        on_hup();
                         continue;
                     }
                     log::info!("signal {sig}: unmounting {}", mountpoint.display());

@@ -140,7 +140,8 @@ impl FileId {
 /// reading a key whose state forbids it).
 ///
 /// - The owner (the mounting user) reads and changes everything.
-/// - The group (`--key-readers`, else the owner's own group) reads everything but `.create`:
+/// - The group (`--key-readers`, else the owner's own group) reads everything but `.create`
+///   and `.audit` (every caller and every key read, for the owner alone):
 ///   keys (while their state allows), all metadata, `.status`, `.quiesce`, `.errors` (which
 ///   names callers: the group is a trusted backup account, not the world). It changes nothing.
 /// - Others get nothing, not even the names: no entry has a bit for them.
@@ -187,7 +188,7 @@ use Write::ReadOnly;
 /// The fixed files of the tree. Modes (see `DIR_PERM` for the model): control files are
 /// writable by the owner, metadata is read-only, `.create` is write-only for the owner (it
 /// reads back empty, so `cp -r` and `tar` pass over it), `key` is read-only.
-pub static FILES: [File; 13] = [
+pub static FILES: [File; 14] = [
     rendered(
         Root,
         ".quiesce",
@@ -198,6 +199,8 @@ pub static FILES: [File; 13] = [
     ),
     rendered(Root, ".status", 0o440, Volatile, render::status, ReadOnly),
     rendered(Root, ".errors", 0o440, Volatile, render::errors, ReadOnly),
+    // Every caller and every key read: for the owner alone.
+    rendered(Root, ".audit", 0o400, Volatile, render::audit, ReadOnly),
     rendered(
         Group,
         ".group.json",
@@ -302,7 +305,9 @@ mod tests {
             if f.kind == FileType::RegularFile {
                 assert_eq!(f.perm & 0o007, 0, "{}", f.name);
                 assert_eq!(f.perm & 0o020, 0, "{}", f.name);
-                assert_eq!(f.perm & 0o040 != 0, f.perm & 0o400 != 0, "{}", f.name);
+                if f.name != ".audit" {
+                    assert_eq!(f.perm & 0o040 != 0, f.perm & 0o400 != 0, "{}", f.name);
+                }
             }
             assert_eq!(f.kind == FileType::Symlink, f.cache == Cache::Vanishing);
         }

@@ -23,6 +23,11 @@ pub enum KmsError {
     LeaseOutOfRange { max_secs: u64 },
     #[error("the keystore is not quiesced: there is no hold to release")]
     NotQuiesced,
+    /// The audit log cannot be written: key reads and changes wait for it (fail closed).
+    #[error(
+        "the audit log cannot be written ({0}); key reads and changes are refused until it can"
+    )]
+    Audit(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cryptographic failure: {0}")]

@@ -2,6 +2,7 @@
 //! the command line use them. Every change is checked, made durable, then applied, all under
 //! the write lock, so readers see either the state before a change or after it.
 
+mod audit;
 mod create;
 mod error;
 mod import;
@@ -9,6 +10,7 @@ mod quiesce;
 mod rotation;
 mod status;
 
+pub use audit::{acting_as, Acting};
 pub use create::{KeySource, NewRecord};
 pub use error::KmsError;
 pub use quiesce::{QuiesceView, MAX_LEASE};
@@ -49,6 +51,9 @@ pub struct Kms {
     leased: Arc<AtomicUsize>,
     /// Whether any group rotates or retires records, for the timer likewise.
     rotating: Arc<AtomicBool>,
+    /// Every key read and change is written here first (see `audit.rs`); None for the
+    /// offline commands, which hold the keystore alone.
+    audit: Option<crate::audit::AuditLog>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -72,7 +77,20 @@ impl Deref for ReadGuard<'_> {
 impl Kms {
     /// Opens the keystore in `data_dir` for exclusive use by this process.
     pub fn open(data_dir: &Path) -> Result<Arc<Kms>, KmsError> {
+        Kms::open_audited(data_dir, None)
+    }
+
+    /// Opens the keystore and its audit log (the chain continues where the file ends), keyed
+    /// under a key derived from the HMK.
+    pub fn open_audited(data_dir: &Path, audit_log: Option<&Path>) -> Result<Arc<Kms>, KmsError> {
         let (store, ks, kpk, _report) = Store::open(data_dir, Access::ReadWrite)?;
+        let audit = match audit_log {
+            None => None,
+            Some(path) => Some(
+                crate::audit::AuditLog::open(path, store.audit_key())
+                    .map_err(|e| KmsError::Audit(e.to_string()))?,
+            ),
+        };
         // Absolute, so that `.status` names the same directory to a script run from anywhere
         // (`examples/backup.sh` from cron checks that the mount serves the directory it copies).
         let data_dir = &data_dir
@@ -90,6 +108,7 @@ impl Kms {
             data_dir: data_dir.to_path_buf(),
             leased: Arc::new(AtomicUsize::new(0)),
             rotating: rotating.clone(),
+            audit,
         });
         spawn_timer(Arc::downgrade(&kms), kms.leased.clone(), rotating);
         Ok(kms)
@@ -127,12 +146,23 @@ impl Kms {
         let Some(change) = make(&inner.ks)? else {
             return Ok(None);
         };
-        if inner.ks.check(&change)? == Outcome::Unchanged {
-            return Ok(Some(Outcome::Unchanged));
+        match inner.ks.check(&change) {
+            Ok(Outcome::Unchanged) => return Ok(Some(Outcome::Unchanged)),
+            Ok(Outcome::Changed) => {}
+            Err(e) => {
+                let e = KmsError::from(e);
+                self.audit_change_refused(&inner.ks, &change, &e);
+                return Err(e);
+            }
         }
         if inner.freeze.is_frozen() {
+            self.audit_change_refused(&inner.ks, &change, &KmsError::Quiesced);
             return Err(KmsError::Quiesced);
         }
+        // The line that allows the change is durable before the change is made: no change
+        // without its line (a crash between the two leaves a line for a change that did not
+        // happen, never the reverse).
+        self.audit_change(&inner.ks, &change)?;
         if change.min_format() > inner.store.format() {
             // An older file cannot hold this change: rewrite it in the current format first
             // (atomically, as compaction does), so that its header tells an older kmsfs to
@@ -144,7 +174,11 @@ impl Kms {
             );
             inner.store.compact(&inner.ks)?;
         }
-        inner.store.append(&change)?;
+        if let Err(e) = inner.store.append(&change) {
+            let e = KmsError::from(e);
+            self.audit_change_refused(&inner.ks, &change, &e);
+            return Err(e);
+        }
         let outcome = inner.ks.apply(&change)?;
         if matches!(
             change,
@@ -346,8 +380,14 @@ impl Kms {
         }
     }
 
+    /// A key for a caller (the mount's `key`): only in a state that allows it, and only once
+    /// its audit line is written.
     pub fn read_key(&self, tag: &KeyTag) -> Result<KeyMaterial, KmsError> {
-        self.key_readable(tag)?;
+        if let Err(e) = self.key_readable(tag) {
+            self.audit_key(tag, Some(&e))?;
+            return Err(e);
+        }
+        self.audit_key(tag, None)?;
         self.unwrap_key(tag)
     }
 
@@ -367,10 +407,13 @@ impl Kms {
     /// durable, consistent and read-only.
     pub fn quiesce(&self, lease: Option<Duration>) -> Result<(), KmsError> {
         if lease.is_some_and(|l| l.is_zero() || l > MAX_LEASE) {
-            return Err(KmsError::LeaseOutOfRange {
+            let e = KmsError::LeaseOutOfRange {
                 max_secs: MAX_LEASE.as_secs(),
-            });
+            };
+            self.audit_keystore("quiesce", Err(&e), false)?;
+            return Err(e);
         }
+        self.audit_keystore("quiesce", Ok(()), true)?;
         let mut inner = self.write();
         let inner = &mut *inner;
         if !inner.freeze.is_frozen() {
@@ -395,7 +438,12 @@ impl Kms {
     pub fn unquiesce(&self) -> Result<(), KmsError> {
         let mut inner = self.write();
         let inner = &mut *inner;
-        inner.freeze.release()?;
+        if let Err(e) = inner.freeze.release() {
+            self.audit_keystore("unquiesce", Err(&e), false)?;
+            return Err(e);
+        }
+        // Best effort: a freeze must be able to end whatever the audit log's state.
+        self.audit_keystore("unquiesce", Ok(()), false)?;
         self.leased.store(inner.freeze.leased(), Ordering::Release);
         if !inner.freeze.is_frozen() {
             inner.store.thaw()?;
@@ -410,6 +458,7 @@ impl Kms {
         let lapsed = inner.freeze.expire(Instant::now());
         self.leased.store(inner.freeze.leased(), Ordering::Release);
         if lapsed > 0 {
+            let _ = self.audit_keystore("quiesce lease lapsed", Ok(()), false);
             log::error!(
                 "{lapsed} quiesce lease(s) lapsed without unquiesce: did a backup job die? {} hold(s) remain",
                 inner.freeze.holds()

@@ -295,6 +295,11 @@ impl Store {
         &self.header
     }
 
+    /// The key of this keystore's audit log, derived from the HMK.
+    pub fn audit_key(&self) -> crate::audit::AuditKey {
+        crate::audit::AuditKey::from_hmk(&self.hmk)
+    }
+
     /// The format of KMS_DATA as it is on disk.
     pub fn format(&self) -> u16 {
         self.format

@@ -49,7 +49,7 @@ pub fn digests(data: &Path) -> Vec<String> {
 }
 
 /// Everything the mount shows, as text: `.status` (without the data directory and the
-/// freeze, which differ between a live keystore and its restored copy), every group's
+/// freeze and the audit log's path, which differ between a live keystore and its restored copy), every group's
 /// `.group.json`, `.cipher`, `.description` and `.active`, every record's `record.json`,
 /// `state`, `description` and key (or "unreadable"), and every `.by-tag` link.
 /// JSON goes through `jq -S` so that the comparison does not depend on formatting.
@@ -57,7 +57,7 @@ pub fn snapshot(d: &Daemon) -> String {
     d.sh_ok(
         r#"set -euo pipefail
 shopt -s nullglob
-jq -cS 'del(.data_dir, .quiesced)' .status
+jq -cS 'del(.data_dir, .quiesced, .audit)' .status
 for g in */; do
     g=${g%/}
     echo "group $g"

@@ -28,6 +28,7 @@ impl Operations {
     }
 
     pub fn mkdir(&self, caller: Caller, parent: u64, name: &OsStr) -> Result<Entry, FsError> {
+        let _acting = caller.acting();
         let parent = self.node(parent)?;
         let made = (|| {
             let name = Name::parse_bytes(name.as_bytes())?;
@@ -44,6 +45,7 @@ impl Operations {
     }
 
     pub fn rmdir(&self, caller: Caller, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        let _acting = caller.acting();
         let parent = self.node(parent)?;
         // The path is taken before the change: afterwards the name resolves no more.
         let path = self.child_path(&parent, name);
@@ -72,6 +74,7 @@ impl Operations {
         (new_parent, new_name): (u64, &OsStr),
         mode: RenameMode,
     ) -> Result<(), FsError> {
+        let _acting = caller.acting();
         let (parent, new_parent) = (self.node(parent)?, self.node(new_parent)?);
         let renamed = (|| {
             if mode.exchange_or_whiteout {

@@ -51,6 +51,7 @@ impl Operations {
     /// refused here for every caller: writing a read-only file (EACCES), and reading `key`
     /// unless the record is active or inactive (EACCES, decided by the service).
     pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> Result<Opened, FsError> {
+        let _acting = caller.acting();
         let node = self.node(ino)?;
         self.open_node(&node, flags)
             .map_err(|e| self.refused(caller, &self.path(&node), "open", e))
@@ -127,6 +128,7 @@ impl Operations {
         data: &[u8],
         append: bool,
     ) -> Result<u32, FsError> {
+        let _acting = caller.acting();
         self.write_handle(fh, offset, data, append)
             .map_err(|e| self.refused(caller, &self.handle_path(fh), "write", e))
     }
@@ -163,6 +165,7 @@ impl Operations {
 
     /// Commits a description written through this handle, if it changed (see `TextInput`).
     pub fn flush(&self, caller: Caller, fh: u64) -> Result<(), FsError> {
+        let _acting = caller.acting();
         self.commit(fh, false)
             .map_err(|e| self.refused(caller, &self.handle_path(fh), "flush", e))
     }
@@ -170,6 +173,7 @@ impl Operations {
     /// Every accepted change is already durable; only a pending description remains, which
     /// fsync commits, a bare truncation included.
     pub fn fsync(&self, caller: Caller, fh: u64) -> Result<(), FsError> {
+        let _acting = caller.acting();
         self.commit(fh, true)
             .map_err(|e| self.refused(caller, &self.handle_path(fh), "fsync", e))
     }
@@ -192,6 +196,7 @@ impl Operations {
     /// object left incomplete); `close()` has already returned, so the error reaches only the
     /// log and `.errors`.
     pub fn release(&self, caller: Caller, fh: u64) {
+        let _acting = caller.acting();
         let path = self.handle_path(fh);
         if let Err(e) = self.release_handle(fh) {
             self.refused(caller, &path, "close", e);
@@ -225,6 +230,7 @@ impl Operations {
         set: SetAttr,
         fh: Option<u64>,
     ) -> Result<Attr, FsError> {
+        let _acting = caller.acting();
         let node = self.node(ino)?;
         let changed = (|| {
             let owner = self.owner;

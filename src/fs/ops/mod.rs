@@ -70,6 +70,23 @@ pub struct Statfs {
     pub files: u64,
 }
 
+/// The audit log's name for a refused request (its operation names are fixed strings).
+fn audit_operation(operation: &str) -> &'static str {
+    const NAMES: [&str; 13] = [
+        "mkdir", "rmdir", "unlink", "rename", "open", "write", "flush", "fsync", "close",
+        "setattr", "mknod", "symlink", "link",
+    ];
+    NAMES
+        .iter()
+        .find(|n| operation.starts_with(*n))
+        .copied()
+        .unwrap_or(if operation == "create" {
+            "create"
+        } else {
+            "request"
+        })
+}
+
 pub struct Operations {
     kms: Arc<Kms>,
     inodes: InodeTable,
@@ -99,6 +116,7 @@ impl Operations {
         f(&View {
             ks: &ks,
             errors: &self.errors,
+            kms: &self.kms,
         })
     }
 
@@ -118,9 +136,15 @@ impl Operations {
         format!("{dir}{sep}{}", name.to_string_lossy())
     }
 
-    /// Records a refusal (log line + `.errors`) and hands it back.
+    /// Records a refusal (log line + `.errors`, and the audit log for refusals the service
+    /// never saw: it logs its own) and hands it back.
     fn refused(&self, caller: Caller, path: &str, operation: &str, e: FsError) -> FsError {
         self.errors.record(caller, path, operation, &e);
+        if !matches!(e, FsError::Service(_)) {
+            let _acting = caller.acting();
+            self.kms
+                .audit_refusal(audit_operation(operation), path, &e.to_string());
+        }
         e
     }
 

@@ -18,7 +18,11 @@ use crate::fs::table::{Dir, FileId, FILES, STABLE_TTL};
 use crate::fs::tree::DYNAMIC_BASE;
 use crate::service::Kms;
 
-const ME: Caller = Caller { uid: 0, pid: 0 };
+const ME: Caller = Caller {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+};
 
 struct Fixture {
     _dir: tempfile::TempDir,
