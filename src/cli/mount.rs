@@ -27,6 +27,10 @@ pub struct MountArgs {
     /// allows it, and all metadata; changes stay with the mounting user.
     #[arg(long, value_name = "GROUP")]
     pub key_readers: Option<String>,
+    /// Only the executables listed in FILE (JSON: {"allow": [{"path", "sha256"}]}) may open
+    /// `key` files, checked at every open through /proc/PID/exe.
+    #[arg(long, value_name = "FILE")]
+    pub key_policy: Option<PathBuf>,
     /// Threads serving requests (1 to 64).
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
@@ -52,6 +56,12 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         )));
     }
     let key_readers = args.key_readers.as_deref().map(group_id).transpose()?;
+    let key_policy = match &args.key_policy {
+        None => None,
+        Some(p) => Some(std::sync::Arc::new(
+            fs::KeyPolicy::load(p).map_err(CliError)?,
+        )),
+    };
     mountpoint::check_data_dir(&args.data_dir, args.init)?;
     mountpoint::check_apart(&args.data_dir, &args.mountpoint)?;
     mountpoint::check_mount_point(&args.mountpoint)?;
@@ -83,6 +93,7 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         allow_root: args.allow_root,
         allow_other: args.allow_other,
         key_readers,
+        key_policy,
     };
     // Under systemd (Type=notify): READY=1 once the mount answers.
     super::notify::ready_when_served(&args.data_dir, &args.mountpoint);

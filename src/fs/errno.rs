@@ -15,6 +15,7 @@ pub fn errno_of(e: &FsError) -> i32 {
         FsError::NotFound => libc::ENOENT,
         // Root bypasses the modes; the mount refuses what they forbid itself.
         FsError::ReadOnly(_) => libc::EACCES,
+        FsError::ExecutableNotAllowed { .. } => libc::EACCES,
         FsError::NotADirectory(_) => libc::ENOTDIR,
         FsError::NotAFile => libc::EISDIR,
         FsError::NotASymlink => libc::EINVAL,

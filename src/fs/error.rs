@@ -22,6 +22,9 @@ pub enum FsError {
     NotFound,
     #[error("{0} is read-only")]
     ReadOnly(String),
+    /// `--key-policy`: the caller's executable may not open keys.
+    #[error("{exe} may not open keys: {reason} (see --key-policy)")]
+    ExecutableNotAllowed { exe: String, reason: &'static str },
     #[error("{0} is not a directory")]
     NotADirectory(String),
     #[error("not a regular file")]

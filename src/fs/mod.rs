@@ -20,6 +20,7 @@ mod inode;
 mod input;
 mod ops;
 mod parse;
+mod policy;
 mod render;
 mod ring;
 mod serve;
@@ -28,6 +29,7 @@ mod tree;
 
 pub use errno::{errno_name, errno_of};
 pub use error::{FsError, InputError, Shape};
+pub use policy::KeyPolicy;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,8 @@ pub struct MountOptions {
     /// and all metadata; changes stay with the owner. Implies `allow_other`, so that the
     /// kernel lets them in and checks the modes.
     pub key_readers: Option<u32>,
+    /// `--key-policy`: only these executables may open `key` files.
+    pub key_policy: Option<Arc<KeyPolicy>>,
 }
 
 impl Default for MountOptions {
@@ -61,6 +65,7 @@ impl Default for MountOptions {
             allow_root: false,
             allow_other: false,
             key_readers: None,
+            key_policy: None,
         }
     }
 }
@@ -100,7 +105,8 @@ fn filesystem(
     if let Some(gid) = opts.key_readers {
         owner.gid = gid;
     }
-    let ops = ops::Operations::new(kms, mountpoint.clone(), owner);
+    let ops = ops::Operations::new(kms, mountpoint.clone(), owner)
+        .with_key_policy(opts.key_policy.clone());
     Ok((fuse::KmsFs::new(ops), mountpoint))
 }
 

@@ -204,6 +204,31 @@ impl Kms {
         }
     }
 
+    /// A key refused by the front end's own rule (`--key-policy`): logged as an `open key`
+    /// refusal, best effort.
+    pub fn audit_key_refusal(&self, tag: &KeyTag, reason: &str) {
+        if let Some(log) = &self.audit {
+            let (group, record) = {
+                let ks = self.read();
+                let r = ks.record(tag);
+                (
+                    r.and_then(|r| ks.group(&r.group))
+                        .map(|g| g.name.to_string()),
+                    r.map(|r| r.name.to_string()),
+                )
+            };
+            let a = About {
+                op: "open key",
+                group,
+                record,
+                tag: Some(tag.clone()),
+                new_name: None,
+            };
+            let caller = actor();
+            let _ = log.append(&event(&caller, &a, Verdict::Refused(reason)));
+        }
+    }
+
     /// A keystore-wide operation (quiesce, unquiesce, a lapsed lease). `required`: refuse the
     /// operation if its line cannot be written (quiesce); otherwise best effort (unquiesce must
     /// work whatever the log's state, or a freeze could never end).

@@ -259,8 +259,13 @@ impl Drop for Daemon {
 /// Runs `kmsfs mount` where it must be refused: returns its output (stdout and stderr).
 /// Never leaves a mount or a process behind.
 pub fn mount_refused(data: &Path, mnt: &Path) -> String {
+    mount_refused_with(data, mnt, &[])
+}
+
+/// `mount_refused` with extra arguments.
+pub fn mount_refused_with(data: &Path, mnt: &Path, extra: &[&str]) -> String {
     let log = PathBuf::from(format!("{}.refused.log", mnt.display()));
-    let mut child = spawn_mount(data, mnt, &log, &[]);
+    let mut child = spawn_mount(data, mnt, &log, extra);
     let status = wait_exit(&mut child, DAEMON_DEADLINE);
     let stderr = fs::read_to_string(&log).unwrap_or_default();
     if status.is_none() {

@@ -10,7 +10,7 @@ use super::{Attr, Operations};
 use crate::fs::attr;
 use crate::fs::error::{FsError, Shape};
 use crate::fs::handles::{Handle, Input, Readable};
-use crate::fs::inode::Node;
+use crate::fs::inode::{Node, Of};
 use crate::fs::input::{ObjectInput, TextInput};
 use crate::fs::parse;
 use crate::fs::ring::Caller;
@@ -53,11 +53,11 @@ impl Operations {
     pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> Result<Opened, FsError> {
         let _acting = caller.acting();
         let node = self.node(ino)?;
-        self.open_node(&node, flags)
+        self.open_node(&node, flags, caller.pid)
             .map_err(|e| self.refused(caller, &self.path(&node), "open", e))
     }
 
-    fn open_node(&self, node: &Node, flags: i32) -> Result<Opened, FsError> {
+    fn open_node(&self, node: &Node, flags: i32, pid: u32) -> Result<Opened, FsError> {
         let (file, of) = match (node.file(), node.of()) {
             (Some(f), Some(of)) if f.kind == FileType::RegularFile => (f, of),
             _ => return Err(FsError::NotAFile),
@@ -75,6 +75,16 @@ impl Operations {
             _ => FopenFlags::FOPEN_DIRECT_IO,
         };
         if let Content::Secret { open, .. } = file.content {
+            if let (Some(policy), Of::Record(tag)) = (&self.key_policy, &of) {
+                if let Err(refusal) = policy.check(pid) {
+                    let e = FsError::ExecutableNotAllowed {
+                        exe: refusal.exe,
+                        reason: refusal.reason,
+                    };
+                    self.kms.audit_key_refusal(tag, &e.to_string());
+                    return Err(e);
+                }
+            }
             let key = open(&self.kms, &of)?;
             let fh = self.handles.insert(Handle {
                 node: node.clone(),

@@ -94,6 +94,7 @@ pub struct Operations {
     errors: ErrorRing,
     owner: Owner,
     mountpoint: PathBuf,
+    key_policy: Option<Arc<crate::fs::policy::KeyPolicy>>,
 }
 
 impl Operations {
@@ -107,7 +108,14 @@ impl Operations {
             errors: ErrorRing::default(),
             owner,
             mountpoint,
+            key_policy: None,
         }
+    }
+
+    /// Only the executables of `policy` may open `key` files.
+    pub fn with_key_policy(mut self, policy: Option<Arc<crate::fs::policy::KeyPolicy>>) -> Self {
+        self.key_policy = policy;
+        self
     }
 
     /// Runs `f` with one consistent view of the service.
@@ -140,7 +148,10 @@ impl Operations {
     /// never saw: it logs its own) and hands it back.
     fn refused(&self, caller: Caller, path: &str, operation: &str, e: FsError) -> FsError {
         self.errors.record(caller, path, operation, &e);
-        if !matches!(e, FsError::Service(_)) {
+        if !matches!(
+            e,
+            FsError::Service(_) | FsError::ExecutableNotAllowed { .. }
+        ) {
             let _acting = caller.acting();
             self.kms
                 .audit_refusal(audit_operation(operation), path, &e.to_string());
