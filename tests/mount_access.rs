@@ -14,6 +14,8 @@ use support::mount::Mounted;
 const READERS: &str = "kmsfs-test-readers";
 const BACKUP: &str = "kmsfs-test-backup";
 const OTHER: &str = "kmsfs-test-other";
+const ADMINS: &str = "kmsfs-test-admins";
+const ADMIN: &str = "kmsfs-test-admin";
 
 /// Creates the group and the two users if they are missing (idempotent; safe in parallel).
 fn users() -> u32 {
@@ -27,7 +29,12 @@ fn users() -> u32 {
         );
     };
     run(&["groupadd", "-f", READERS]);
-    for (user, groups) in [(BACKUP, Some(READERS)), (OTHER, None)] {
+    run(&["groupadd", "-f", ADMINS]);
+    for (user, groups) in [
+        (BACKUP, Some(READERS)),
+        (OTHER, None),
+        (ADMIN, Some(ADMINS)),
+    ] {
         if Command::new("id")
             .arg(user)
             .output()
@@ -44,15 +51,19 @@ fn users() -> u32 {
         args.push(user);
         run(&args);
     }
+    gid_of(READERS)
+}
+
+fn gid_of(group: &str) -> u32 {
     let gid = Command::new("getent")
-        .args(["group", READERS])
+        .args(["group", group])
         .output()
         .unwrap();
     String::from_utf8_lossy(&gid.stdout)
         .split(':')
         .nth(2)
         .and_then(|g| g.parse().ok())
-        .expect("the readers group has a gid")
+        .unwrap_or_else(|| panic!("the group {group} has a gid"))
 }
 
 /// Runs a bash script as `user` (with that user's groups), in the mount.
@@ -74,10 +85,10 @@ fn as_user(m: &Mounted, user: &str, script: &str) -> Output {
 }
 
 fn user_group(user: &str) -> &'static str {
-    if user == BACKUP {
-        READERS
-    } else {
-        "nogroup"
+    match user {
+        BACKUP => READERS,
+        ADMIN => ADMINS,
+        _ => "nogroup",
     }
 }
 
@@ -198,6 +209,54 @@ fn without_options_only_the_owner_gets_in_and_allow_other_opens_nothing_more() {
             &format!(r#"cat "$M/{path}" || ls "$M/{path}""#),
         ));
     }
+}
+
+#[test]
+fn admins_change_the_keystore_but_never_read_a_key() {
+    let readers = users();
+    let admins = gid_of(ADMINS);
+    let m = Mounted::with_options(MountOptions {
+        key_readers: Some(readers),
+        admins: Some(admins),
+        ..Default::default()
+    });
+    open_the_way(&m);
+    keystore(&m);
+    // The admin lists, reads metadata and moves records through their lifecycle...
+    ok(as_user(
+        &m,
+        ADMIN,
+        r#"set -e
+cd "$M"
+ls -l pool >/dev/null
+jq -e '.state == "active"' pool/k1/record.json >/dev/null
+echo inactive > pool/k1/state
+echo "rotated by the admin" > pool/k1/description
+mkdir pool/k2
+echo active > pool/k2/state
+jq -n '{name: "k3"}' > pool/.create
+rmdir pool/pre
+mv pool/k3 pool/k4
+echo 30d > pool/.rotation
+echo quiesce > .quiesce && echo unquiesce > .quiesce"#,
+    ));
+    assert_eq!(m.state("pool/k1"), "inactive");
+    assert_eq!(m.state("pool/k2"), "active");
+    assert!(m.p("pool/k4").exists() && !m.p("pool/pre").exists());
+    // ...but never reads a key or the audit view.
+    denied(as_user(&m, ADMIN, r#"cat "$M/pool/k2/key""#));
+    denied(as_user(&m, ADMIN, r#"cat "$M/.audit""#));
+    // The readers still read keys and change nothing; others still get nothing.
+    ok(as_user(&m, BACKUP, r#"cat "$M/pool/k2/key" >/dev/null"#));
+    denied(as_user(&m, BACKUP, r#"echo inactive > "$M/pool/k2/state""#));
+    denied(as_user(&m, OTHER, r#"ls "$M""#));
+    // ls shows the ACL's mask in the group bits, and the ACLs cannot be changed.
+    let listing = m.bash_ok("ls -ln pool/k2");
+    let state = listing.lines().find(|l| l.ends_with(" state")).unwrap();
+    assert!(
+        state.starts_with("-rw-rw----+") || state.starts_with("-rw-rw---- "),
+        "{listing}"
+    );
 }
 
 fn base64(bytes: &[u8]) -> String {

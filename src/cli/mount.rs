@@ -27,6 +27,11 @@ pub struct MountArgs {
     /// allows it, and all metadata; changes stay with the mounting user.
     #[arg(long, value_name = "GROUP")]
     pub key_readers: Option<String>,
+    /// Members of this Unix group may make changes (write state, descriptions, .create, mkdir,
+    /// rmdir, mv, .quiesce, .rotation) and read all metadata, but never keys; the kernel
+    /// enforces it through POSIX ACLs.
+    #[arg(long, value_name = "GROUP")]
+    pub admins: Option<String>,
     /// Only the executables listed in FILE (JSON: {"allow": [{"path", "sha256"}]}) may open
     /// `key` files, checked at every open through /proc/PID/exe.
     #[arg(long, value_name = "FILE")]
@@ -55,7 +60,16 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
             args.threads
         )));
     }
-    let key_readers = args.key_readers.as_deref().map(group_id).transpose()?;
+    let key_readers = args
+        .key_readers
+        .as_deref()
+        .map(|g| group_id("--key-readers", g))
+        .transpose()?;
+    let admins = args
+        .admins
+        .as_deref()
+        .map(|g| group_id("--admins", g))
+        .transpose()?;
     let key_policy = match &args.key_policy {
         None => None,
         Some(p) => Some(std::sync::Arc::new(
@@ -94,6 +108,7 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         allow_other: args.allow_other,
         key_readers,
         key_policy,
+        admins,
     };
     // Under systemd (Type=notify): READY=1 once the mount answers.
     super::notify::ready_when_served(&args.data_dir, &args.mountpoint);
@@ -102,14 +117,14 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
 }
 
 /// The gid of a Unix group, by name or number.
-fn group_id(name: &str) -> Result<u32, CliError> {
+fn group_id(option: &str, name: &str) -> Result<u32, CliError> {
     if let Ok(gid) = name.parse::<u32>() {
         return Ok(gid);
     }
     match nix::unistd::Group::from_name(name) {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
         Ok(None) => Err(CliError(format!(
-            "--key-readers: there is no group {name:?} (create it with `groupadd {name}`)"
+            "{option}: there is no group {name:?} (create it with `groupadd {name}`)"
         ))),
         Err(e) => Err(CliError(format!(
             "--key-readers: cannot look up group {name:?}: {e}"

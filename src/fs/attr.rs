@@ -17,6 +17,8 @@ use crate::keystore::Timestamp;
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,
+    /// `--admins`: the group given change rights by an ACL (see `acl.rs`).
+    pub admins: Option<u32>,
     pub mounted: SystemTime,
 }
 
@@ -25,6 +27,7 @@ impl Owner {
         Owner {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
+            admins: None,
             mounted: SystemTime::now(),
         }
     }
@@ -36,6 +39,16 @@ pub fn kind(node: &Node) -> FileType {
 
 pub fn perm(node: &Node) -> u16 {
     node.file().map_or(DIR_PERM, |f| f.perm)
+}
+
+/// The mode `stat` shows: with an ACL, the group bits are its mask (POSIX), which covers
+/// the admins too.
+pub fn shown_perm(node: &Node, owner: &Owner) -> u16 {
+    let p = perm(node);
+    match owner.admins {
+        Some(_) if kind(node) != FileType::Symlink => p | super::acl::admin_bits(node) << 3,
+        _ => p,
+    }
 }
 
 pub fn cache(node: &Node) -> Cache {
@@ -92,7 +105,7 @@ pub fn of_node(v: &View<'_>, inodes: &InodeTable, node: &Node, owner: &Owner) ->
         ctime: modified,
         crtime: created,
         kind: kind(node),
-        perm: perm(node),
+        perm: shown_perm(node, owner),
         nlink,
         uid: owner.uid,
         gid: owner.gid,

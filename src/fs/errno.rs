@@ -19,6 +19,7 @@ pub fn errno_of(e: &FsError) -> i32 {
         FsError::NotADirectory(_) => libc::ENOTDIR,
         FsError::NotAFile => libc::EISDIR,
         FsError::NotASymlink => libc::EINVAL,
+        FsError::NoAttribute => libc::ENODATA,
         FsError::Exists(_) => libc::EEXIST,
         FsError::UnsupportedRename => libc::EINVAL,
         FsError::BadHandle | FsError::NotOpenForWriting => libc::EBADF,
@@ -115,6 +116,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ENAMETOOLONG => "ENAMETOOLONG",
         libc::ENOTEMPTY => "ENOTEMPTY",
         libc::ENOSYS => "ENOSYS",
+        libc::ENODATA => "ENODATA",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         _ => "EUNKNOWN",
     }

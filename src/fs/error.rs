@@ -31,6 +31,8 @@ pub enum FsError {
     NotAFile,
     #[error("not a symbolic link")]
     NotASymlink,
+    #[error("no such extended attribute")]
+    NoAttribute,
     #[error("{0} already exists")]
     Exists(String),
     #[error("rename: exchanging or whiteouts are not supported")]

@@ -19,6 +19,8 @@ use super::ring::Caller;
 
 pub struct KmsFs {
     ops: Operations,
+    /// `--admins`: the kernel enforces the ACLs `getxattr` gives.
+    posix_acl: bool,
 }
 
 /// Inode numbers are never reused.
@@ -51,8 +53,8 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
 }
 
 impl KmsFs {
-    pub fn new(ops: Operations) -> KmsFs {
-        KmsFs { ops }
+    pub fn new(ops: Operations, posix_acl: bool) -> KmsFs {
+        KmsFs { ops, posix_acl }
     }
 }
 
@@ -61,6 +63,14 @@ impl Filesystem for KmsFs {
         // One READDIRPLUS per page of `ls -l` instead of one LOOKUP per entry.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             log::warn!("the kernel lacks {missing:?}: listings will be slower");
+        }
+        if self.posix_acl {
+            // Without it the admins would have no rights at all: refuse to serve.
+            if let Err(missing) = config.add_capabilities(InitFlags::FUSE_POSIX_ACL) {
+                return Err(std::io::Error::other(format!(
+                    "--admins needs POSIX ACLs in FUSE, which this kernel lacks ({missing:?})"
+                )));
+            }
         }
         Ok(())
     }
@@ -340,14 +350,30 @@ impl Filesystem for KmsFs {
         reply.statfs(0, 0, 0, s.files, 0, 4096, 255, 4096);
     }
 
-    // No extended attributes. ENOSYS makes the kernel stop asking (and fuser's default would
-    // log a warning for each call).
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _n: &OsStr, _s: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    // Without --admins there are no extended attributes: ENOSYS makes the kernel stop asking
+    // (and fuser's default would log a warning for each call). With it, the ACLs.
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.posix_acl {
+            return reply.error(Errno::ENOSYS);
+        }
+        match self.ops.getxattr(ino.0, name) {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() <= size as usize => reply.data(&v),
+            Ok(_) => reply.error(Errno::ERANGE),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.posix_acl {
+            return reply.error(Errno::ENOSYS);
+        }
+        let names = b"system.posix_acl_access\0";
+        match size {
+            0 => reply.size(names.len() as u32),
+            s if s as usize >= names.len() => reply.data(names),
+            _ => reply.error(Errno::ERANGE),
+        }
     }
 
     fn setxattr(
@@ -360,7 +386,12 @@ impl Filesystem for KmsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        // ACLs follow the keystore like the modes do.
+        reply.error(if self.posix_acl {
+            Errno::EPERM
+        } else {
+            Errno::ENOSYS
+        });
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {

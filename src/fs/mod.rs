@@ -10,6 +10,7 @@
 //! - `error`, `errno`, `ring`: refusals, their errno, and `.errors`.
 //! - `serve`: serving until unmounted, and the signals that end it.
 
+mod acl;
 mod attr;
 mod commands;
 mod errno;
@@ -56,6 +57,9 @@ pub struct MountOptions {
     pub key_readers: Option<u32>,
     /// `--key-policy`: only these executables may open `key` files.
     pub key_policy: Option<Arc<KeyPolicy>>,
+    /// `--admins`: a group that may make changes (never read keys), by a POSIX ACL the kernel
+    /// enforces. Implies letting other users in, as `key_readers` does.
+    pub admins: Option<u32>,
 }
 
 impl Default for MountOptions {
@@ -66,6 +70,7 @@ impl Default for MountOptions {
             allow_other: false,
             key_readers: None,
             key_policy: None,
+            admins: None,
         }
     }
 }
@@ -84,7 +89,7 @@ fn config(opts: &MountOptions) -> Config {
     ];
     // No AutoUnmount: it needs the `fusermount` helper (docs/fuse-notes.md); `mount`
     // unmounts on SIGINT/SIGTERM itself.
-    config.acl = if opts.allow_other || opts.key_readers.is_some() {
+    config.acl = if opts.allow_other || opts.key_readers.is_some() || opts.admins.is_some() {
         SessionACL::All
     } else if opts.allow_root {
         SessionACL::RootAndOwner
@@ -105,9 +110,10 @@ fn filesystem(
     if let Some(gid) = opts.key_readers {
         owner.gid = gid;
     }
+    owner.admins = opts.admins;
     let ops = ops::Operations::new(kms, mountpoint.clone(), owner)
         .with_key_policy(opts.key_policy.clone());
-    Ok((fuse::KmsFs::new(ops), mountpoint))
+    Ok((fuse::KmsFs::new(ops, opts.admins.is_some()), mountpoint))
 }
 
 /// Mounts in the background and returns at once (for tests and embedding). The caller ends

@@ -263,6 +263,21 @@ impl Operations {
         Ok(())
     }
 
+    /// Extended attributes: only `system.posix_acl_access`, with `--admins` (`acl.rs`).
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, FsError> {
+        let node = self.node(ino)?;
+        let admins = self.owner.admins.ok_or(FsError::NoAttribute)?;
+        if name != "system.posix_acl_access" || attr::kind(&node) == FileType::Symlink {
+            return Err(FsError::NoAttribute);
+        }
+        self.entry(&node)?;
+        Ok(crate::fs::acl::access_acl(
+            attr::perm(&node),
+            admins,
+            crate::fs::acl::admin_bits(&node),
+        ))
+    }
+
     pub fn statfs(&self) -> Statfs {
         let ks = self.kms.read();
         Statfs {
