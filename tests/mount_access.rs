@@ -16,9 +16,13 @@ const BACKUP: &str = "kmsfs-test-backup";
 const OTHER: &str = "kmsfs-test-other";
 const ADMINS: &str = "kmsfs-test-admins";
 const ADMIN: &str = "kmsfs-test-admin";
+const ADMIN2: &str = "kmsfs-test-admin2";
 
-/// Creates the group and the two users if they are missing (idempotent; safe in parallel).
+/// Creates the groups and the users if they are missing (idempotent). One test at a time:
+/// useradd and groupadd refuse to run while another holds /etc/passwd's lock.
 fn users() -> u32 {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let run = |args: &[&str]| {
         let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
         // "already exists" from a parallel test is fine; anything else is not.
@@ -34,6 +38,7 @@ fn users() -> u32 {
         (BACKUP, Some(READERS)),
         (OTHER, None),
         (ADMIN, Some(ADMINS)),
+        (ADMIN2, Some(ADMINS)),
     ] {
         if Command::new("id")
             .arg(user)
@@ -87,7 +92,7 @@ fn as_user(m: &Mounted, user: &str, script: &str) -> Output {
 fn user_group(user: &str) -> &'static str {
     match user {
         BACKUP => READERS,
-        ADMIN => ADMINS,
+        ADMIN | ADMIN2 => ADMINS,
         _ => "nogroup",
     }
 }
@@ -257,6 +262,62 @@ echo quiesce > .quiesce && echo unquiesce > .quiesce"#,
         state.starts_with("-rw-rw----+") || state.starts_with("-rw-rw---- "),
         "{listing}"
     );
+}
+
+fn uid_of(user: &str) -> u64 {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+#[test]
+fn two_person_rule_holds_a_destructive_move_until_a_second_admin_asks() {
+    let readers = users();
+    let m = Mounted::with_options(MountOptions {
+        key_readers: Some(readers),
+        admins: Some(gid_of(ADMINS)),
+        two_person: Some(std::time::Duration::from_secs(120)),
+        ..Default::default()
+    });
+    open_the_way(&m);
+    keystore(&m);
+    m.bash_ok("echo inactive > pool/k1/state && echo deprecated > pool/k1/state");
+    // The first admin's request is held: the write says so, nothing changes.
+    let out = as_user(&m, ADMIN, r#"echo terminated > "$M/pool/k1/state""#);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Operation now in progress"), "{err}");
+    assert_eq!(m.state("pool/k1"), "deprecated");
+    let rec = m.json("pool/k1/record.json");
+    assert_eq!(rec["pending"][0]["action"], "terminate", "{rec}");
+    assert_eq!(rec["pending"][0]["by_uid"].as_u64(), Some(uid_of(ADMIN)));
+    let status = m.json(".status");
+    assert_eq!(status["pending"][0]["of"], "pool/k1", "{status}");
+    assert!(m.last_error()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("second administrator"));
+    // The same admin cannot confirm it.
+    let out = as_user(&m, ADMIN, r#"echo terminated > "$M/pool/k1/state""#);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"));
+    assert_eq!(m.state("pool/k1"), "deprecated");
+    // A second admin does.
+    ok(as_user(
+        &m,
+        ADMIN2,
+        r#"echo terminated > "$M/pool/k1/state""#,
+    ));
+    assert_eq!(m.state("pool/k1"), "terminated");
+    assert_eq!(
+        m.json("pool/k1/record.json")["pending"],
+        serde_json::json!([])
+    );
+    // Deletion likewise, and non-destructive moves are never held.
+    let out = as_user(&m, ADMIN2, r#"rmdir "$M/pool/k1""#);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(m.p("pool/k1").exists());
+    ok(as_user(&m, ADMIN, r#"rmdir "$M/pool/k1""#));
+    assert!(!m.p("pool/k1").exists());
+    ok(as_user(&m, ADMIN, r#"echo active > "$M/pool/pre/state""#));
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -32,6 +32,18 @@ pub struct MountArgs {
     /// enforces it through POSIX ACLs.
     #[arg(long, value_name = "GROUP")]
     pub admins: Option<String>,
+    /// Destructive moves (terminating or deleting a record, deleting a group, changing a
+    /// cipher) wait for a second administrator, a different uid, to ask for the same move.
+    #[arg(long)]
+    pub two_person: bool,
+    /// How long a destructive move waits for its second administrator, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 900,
+        requires = "two_person"
+    )]
+    pub two_person_window: u64,
     /// Only the executables listed in FILE (JSON: {"allow": [{"path", "sha256"}]}) may open
     /// `key` files, checked at every open through /proc/PID/exe.
     #[arg(long, value_name = "FILE")]
@@ -58,6 +70,13 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         return Err(CliError(format!(
             "--threads must be 1 to {MAX_THREADS} (got {})",
             args.threads
+        )));
+    }
+    if args.two_person && !(1..=7 * 86_400).contains(&args.two_person_window) {
+        return Err(CliError(format!(
+            "--two-person-window must be 1 to {} seconds (got {})",
+            7 * 86_400,
+            args.two_person_window
         )));
     }
     let key_readers = args
@@ -109,6 +128,9 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         key_readers,
         key_policy,
         admins,
+        two_person: args
+            .two_person
+            .then(|| std::time::Duration::from_secs(args.two_person_window)),
     };
     // Under systemd (Type=notify): READY=1 once the mount answers.
     super::notify::ready_when_served(&args.data_dir, &args.mountpoint);

@@ -39,6 +39,9 @@ pub fn kms_errno(e: &KmsError) -> i32 {
         KmsError::LeaseOutOfRange { .. } => libc::EINVAL,
         // Unquiescing without a hold is malformed input to `.quiesce`, per the contract.
         KmsError::NotQuiesced => libc::EINVAL,
+        // Not refused, not done: it waits for the second administrator.
+        KmsError::HeldForConfirmation { .. } => libc::EINPROGRESS,
+        KmsError::SelfConfirmation { .. } | KmsError::NeedsAnAdministrator => libc::EPERM,
         // Fail closed: the daemon cannot record the read or the change.
         KmsError::Audit(_) | KmsError::Store(_) | KmsError::Crypto(_) => libc::EIO,
     }
@@ -117,6 +120,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::ENOTEMPTY => "ENOTEMPTY",
         libc::ENOSYS => "ENOSYS",
         libc::ENODATA => "ENODATA",
+        libc::EINPROGRESS => "EINPROGRESS",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         _ => "EUNKNOWN",
     }

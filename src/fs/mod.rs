@@ -60,6 +60,8 @@ pub struct MountOptions {
     /// `--admins`: a group that may make changes (never read keys), by a POSIX ACL the kernel
     /// enforces. Implies letting other users in, as `key_readers` does.
     pub admins: Option<u32>,
+    /// `--two-person`: destructive moves wait this long for a second administrator.
+    pub two_person: Option<std::time::Duration>,
 }
 
 impl Default for MountOptions {
@@ -71,6 +73,7 @@ impl Default for MountOptions {
             key_readers: None,
             key_policy: None,
             admins: None,
+            two_person: None,
         }
     }
 }
@@ -106,6 +109,9 @@ fn filesystem(
     opts: &MountOptions,
 ) -> io::Result<(fuse::KmsFs, PathBuf)> {
     let mountpoint = mountpoint.canonicalize()?;
+    if let Some(window) = opts.two_person {
+        kms.require_two_persons(window);
+    }
     let mut owner = attr::Owner::current();
     if let Some(gid) = opts.key_readers {
         owner.gid = gid;

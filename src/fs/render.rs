@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::inode::Of;
 use super::ring::ErrorRing;
 use crate::keystore::{KeyGroup, KeyRecord, Keystore, Period, Timestamp};
-use crate::service::{Kms, ReadGuard};
+use crate::service::{Kms, Pending, PendingTarget, ReadGuard};
 
 /// One consistent look at everything a file may show. Holding it holds the service's read
 /// lock: keep it short, and never call the service while holding it.
@@ -70,6 +70,8 @@ struct StatusJson<'a> {
     hardening: HardeningJson,
     /// The audit log, and whether it can be written (key reads and changes wait while not).
     audit: Option<AuditJson>,
+    /// Destructive moves waiting for a second administrator, everywhere.
+    pending: Vec<PendingJson<'a>>,
 }
 
 #[derive(Serialize)]
@@ -103,6 +105,21 @@ pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
                 core_limit: h.core_limit,
             }
         },
+        pending: v
+            .ks
+            .pending()
+            .iter()
+            .map(|p| {
+                let of = match &p.target {
+                    PendingTarget::Group(g) => v.ks.group(g).map(|g| g.name.to_string()),
+                    PendingTarget::Record(k) => v.ks.record(k).and_then(|r| {
+                        v.ks.group(&r.group)
+                            .map(|g| format!("{}/{}", g.name, r.name))
+                    }),
+                };
+                pending_json(p, of)
+            })
+            .collect(),
         audit: v.kms.audit_health().map(|(path, health)| AuditJson {
             log: path.display().to_string(),
             writable: health.is_ok(),
@@ -138,6 +155,34 @@ pub fn errors(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
     Some(v.errors.contents())
 }
 
+/// A destructive move waiting for a second administrator (`--two-person`).
+#[derive(Serialize)]
+struct PendingJson<'a> {
+    /// The group or record's path in the mount (in `.status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    of: Option<String>,
+    action: &'a str,
+    by_uid: u32,
+    until: String,
+}
+
+fn pending_json<'a>(p: &'a Pending, of: Option<String>) -> PendingJson<'a> {
+    PendingJson {
+        of,
+        action: &p.action,
+        by_uid: p.by_uid,
+        until: p.until.to_rfc3339(),
+    }
+}
+
+fn pending_of<'a>(v: &'a View<'_>, target: &PendingTarget) -> Vec<PendingJson<'a>> {
+    v.ks.pending()
+        .iter()
+        .filter(|p| &p.target == target)
+        .map(|p| pending_json(p, None))
+        .collect()
+}
+
 /// `.group.json`: keys in the contract's order.
 #[derive(Serialize)]
 struct GroupJson<'a> {
@@ -156,6 +201,8 @@ struct GroupJson<'a> {
     next_rotation: Option<String>,
     /// After how long inactive records become deprecated, or `off`.
     retire_after: String,
+    /// Destructive moves of the group waiting for a second administrator.
+    pending: Vec<PendingJson<'a>>,
 }
 
 /// A period in the largest unit that divides it exactly: `90d`, `12h`, `30m`, `45s`.
@@ -190,6 +237,7 @@ pub fn group_json(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
         rotation: period_text(g.rotation.period),
         next_rotation: v.ks.next_rotation(g).map(Timestamp::to_rfc3339),
         retire_after: period_text(g.rotation.retire_after),
+        pending: pending_of(v, &PendingTarget::Group(g.tag.clone())),
     }))
 }
 
@@ -247,6 +295,8 @@ struct RecordJson<'a> {
     passphrase_derived: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     salt: Option<String>,
+    /// Destructive moves of the record waiting for a second administrator.
+    pending: Vec<PendingJson<'a>>,
 }
 
 pub fn record_json(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
@@ -265,6 +315,7 @@ pub fn record_json(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
         state_since: r.in_state_since().to_rfc3339(),
         passphrase_derived: r.derivation.is_some(),
         salt: r.derivation.as_ref().map(|d| hex::encode(&d.salt)),
+        pending: pending_of(v, &PendingTarget::Record(r.tag.clone())),
     }))
 }
 

@@ -34,6 +34,11 @@ impl Drop for Acting {
     }
 }
 
+/// The uid the front end says is asking, if any.
+pub(super) fn actor_uid() -> Option<u32> {
+    ACTOR.with(|a| a.borrow().map(|(uid, _, _)| uid))
+}
+
 /// The caller, with its process name and executable looked up only when a line is written.
 fn actor() -> Caller {
     match ACTOR.with(|a| *a.borrow()) {

@@ -23,6 +23,13 @@ pub enum KmsError {
     LeaseOutOfRange { max_secs: u64 },
     #[error("the keystore is not quiesced: there is no hold to release")]
     NotQuiesced,
+    /// `--two-person`: recorded; a second administrator must ask for the same move.
+    #[error("two-person rule: {action} is held pending until {until}; a second administrator must ask for it too before then")]
+    HeldForConfirmation { action: String, until: String },
+    #[error("two-person rule: the same administrator cannot confirm their own request (pending until {until})")]
+    SelfConfirmation { until: String },
+    #[error("two-person rule: a destructive move needs an administrator to ask for it")]
+    NeedsAnAdministrator,
     /// The audit log cannot be written: key reads and changes wait for it (fail closed).
     #[error(
         "the audit log cannot be written ({0}); key reads and changes are refused until it can"

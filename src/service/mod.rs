@@ -9,6 +9,7 @@ mod import;
 mod quiesce;
 mod rotation;
 mod status;
+mod two_person;
 
 pub use audit::{acting_as, Acting};
 pub use create::{KeySource, NewRecord};
@@ -16,6 +17,7 @@ pub use error::KmsError;
 pub use quiesce::{QuiesceView, MAX_LEASE};
 pub use rotation::Rotated;
 pub use status::Status;
+pub use two_person::{Pending, Target as PendingTarget};
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,7 @@ struct Inner {
     ks: Keystore,
     store: Store,
     freeze: Freeze,
+    two_person: two_person::TwoPerson,
     /// As `open` resolved it, for `.status` (rendered under the same guard as the counts).
     data_dir: PathBuf,
 }
@@ -51,6 +54,8 @@ pub struct Kms {
     leased: Arc<AtomicUsize>,
     /// Whether any group rotates or retires records, for the timer likewise.
     rotating: Arc<AtomicBool>,
+    /// Destructive moves waiting for a second administrator, for the timer likewise.
+    pending: Arc<AtomicUsize>,
     /// Every key read and change is written here first (see `audit.rs`); None for the
     /// offline commands, which hold the keystore alone.
     audit: Option<crate::audit::AuditLog>,
@@ -102,15 +107,22 @@ impl Kms {
                 ks,
                 store,
                 freeze: Freeze::default(),
+                two_person: Default::default(),
                 data_dir: data_dir.to_path_buf(),
             }),
             kpk,
             data_dir: data_dir.to_path_buf(),
             leased: Arc::new(AtomicUsize::new(0)),
             rotating: rotating.clone(),
+            pending: Arc::new(AtomicUsize::new(0)),
             audit,
         });
-        spawn_timer(Arc::downgrade(&kms), kms.leased.clone(), rotating);
+        spawn_timer(
+            Arc::downgrade(&kms),
+            kms.leased.clone(),
+            rotating,
+            kms.pending.clone(),
+        );
         Ok(kms)
     }
 
@@ -158,6 +170,22 @@ impl Kms {
         if inner.freeze.is_frozen() {
             self.audit_change_refused(&inner.ks, &change, &KmsError::Quiesced);
             return Err(KmsError::Quiesced);
+        }
+        let gate = inner.two_person.gate(&change, audit::actor_uid());
+        self.pending
+            .store(inner.two_person.pending().len(), Ordering::Release);
+        match gate {
+            Ok(two_person::Gate::Free) => {}
+            Ok(two_person::Gate::Confirmed(first)) => log::info!(
+                "two-person rule: {} asked by uid {} is confirmed by uid {}",
+                first.action,
+                first.by_uid,
+                audit::actor_uid().unwrap_or(0)
+            ),
+            Err(e) => {
+                self.audit_change_refused(&inner.ks, &change, &e);
+                return Err(e);
+            }
         }
         // The line that allows the change is durable before the change is made: no change
         // without its line (a crash between the two leaves a line for a change that did not
@@ -485,6 +513,11 @@ impl Kms {
 }
 
 impl ReadGuard<'_> {
+    /// Destructive moves waiting for a second administrator (`--two-person`).
+    pub fn pending(&self) -> &[Pending] {
+        self.0.two_person.pending()
+    }
+
     /// The backup freeze as `.quiesce` shows it.
     pub fn quiesce_view(&self) -> QuiesceView {
         self.0.freeze.view()
@@ -509,7 +542,12 @@ impl ReadGuard<'_> {
 /// Wakes often enough that a lease lapses, or a rotation happens, within a fraction of a
 /// second of its time; takes a reference to the service only when there is a lease or a
 /// rotating group, and stops when the service is dropped.
-fn spawn_timer(kms: Weak<Kms>, leased: Arc<AtomicUsize>, rotating: Arc<AtomicBool>) {
+fn spawn_timer(
+    kms: Weak<Kms>,
+    leased: Arc<AtomicUsize>,
+    rotating: Arc<AtomicBool>,
+    pending: Arc<AtomicUsize>,
+) {
     let _ = std::thread::Builder::new()
         .name("kmsfs-timer".into())
         .spawn(move || loop {
@@ -519,10 +557,14 @@ fn spawn_timer(kms: Weak<Kms>, leased: Arc<AtomicUsize>, rotating: Arc<AtomicBoo
             }
             let leases = leased.load(Ordering::Acquire) > 0;
             let rotation = rotating.load(Ordering::Acquire);
-            if !leases && !rotation {
+            let held = pending.load(Ordering::Acquire) > 0;
+            if !leases && !rotation && !held {
                 continue;
             }
             let Some(k) = kms.upgrade() else { return };
+            if held {
+                k.expire_pending();
+            }
             if leases {
                 k.expire_leases();
             }

@@ -824,7 +824,8 @@ fn json_renders_in_the_contract_order_and_never_shows_the_key() {
             "active",
             "rotation",
             "next_rotation",
-            "retire_after"
+            "retire_after",
+            "pending"
         ]
     );
 
