@@ -182,14 +182,15 @@ say "released the freeze"
 
 # ---- verify the copy offline, then make it final --------------------------------------------
 
-# `kmsfs verify` wants the three files in one directory: link them together in a scratch one.
+# `kmsfs verify` wants the three files in one directory: copy them together in a scratch one
+# (copies, not symbolic links: kmsfs never follows a link in a data directory).
 verify_dir=$(mktemp -d "${TMPDIR:-/tmp}/kmsfs-verify.XXXXXX")
-ln -s -- "$(realpath "$partial/KMS_DATA")" "$verify_dir/KMS_DATA"
+cp -- "$partial/KMS_DATA" "$verify_dir/KMS_DATA"
 for f in "${key_files[@]}"; do
     if [ -n "$keys_partial" ]; then
-        ln -s -- "$(realpath "$keys_partial/$f")" "$verify_dir/$f"
+        cp -- "$keys_partial/$f" "$verify_dir/$f"
     else
-        ln -s -- "$real_data/$f" "$verify_dir/$f"
+        cp -- "$real_data/$f" "$verify_dir/$f"
     fi
 done
 report=$("$kmsfs" verify --data-dir "$verify_dir") || die "kmsfs verify rejected the copy"

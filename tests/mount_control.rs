@@ -396,3 +396,108 @@ fn huge_or_secret_writes_are_refused_without_echo_and_errors_stays_small() {
     );
     assert_eq!(m.state("pool/k1"), "prelive");
 }
+
+/// A description refused because of its bytes is refused by the `write()`, which the shell
+/// reports; a character split over two writes is not a refusal.
+#[test]
+fn description_text_that_is_not_utf8_is_refused_by_the_write() {
+    let m = Mounted::new();
+    m.bash_ok("mkdir pool pool/k1 && echo kept > pool/k1/description");
+    for rel in ["pool/k1/description", "pool/.description"] {
+        m.bash_ok(&format!("echo kept > {rel}"));
+        let err = m.bash_err(&format!(r"printf 'bad\xff\n' > {rel}"));
+        assert!(err.contains("Invalid argument"), "{err}");
+        assert_eq!(m.read(rel), "kept\n", "{rel}");
+        let line = m.last_error();
+        assert_eq!(line["operation"], "write");
+        assert_eq!(line["errno"], "EINVAL");
+        // Two writes, a character split between them.
+        m.bash_ok(&format!(
+            r"{{ printf 'caf\xc3'; printf '\xa9\n'; }} > {rel}"
+        ));
+        assert_eq!(m.read(rel), "café\n", "{rel}");
+    }
+}
+
+/// A small tmpfs, unmounted at the end whatever happens.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        let st = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cannot mount a tmpfs at {}", path.display());
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A full disk cannot be foreseen by `write()`: the commit at close meets it, and close()
+/// returns ENOSPC, which `cp` and `dd conv=fsync` report (the shell's `echo` does not check).
+#[test]
+fn a_full_disk_fails_the_close_of_a_description() {
+    let mut m = Mounted::new();
+    m.bash_ok("mkdir pool pool/k1 && echo kept > pool/k1/description");
+    // Move the keystore onto a small file system of its own.
+    m.unmount();
+    let saved = m.dir.path().join("saved");
+    std::fs::rename(m.data(), &saved).unwrap();
+    std::fs::create_dir(m.data()).unwrap();
+    let disk = Tmpfs::mount(&m.data(), "256k");
+    m.bash_ok(&format!(
+        "cp -a {}/. {}",
+        saved.display(),
+        m.data().display()
+    ));
+    m.mount();
+    let text = m.dir.path().join("text");
+    std::fs::write(&text, "t".repeat(4096)).unwrap();
+    // Fill it: every page taken (a 4 KiB description needs at least one more).
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=1024"])
+        .arg(format!("of={}", m.data().join("fill").display()))
+        .output()
+        .unwrap();
+    let rel = "pool/k1/description";
+    let err = m.bash_err(&format!("cp {} {rel}", text.display()));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(m.read(rel), "kept\n");
+    let err = m.bash_err(&format!(
+        "dd if={} of={rel} conv=fsync status=none",
+        text.display()
+    ));
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(m.read(rel), "kept\n");
+    let line = m.last_error();
+    assert_eq!(line["errno"], "ENOSPC", "{line}");
+    // The shell's own `printf` succeeds, since bash does not check close(); nothing changed
+    // (`cat`, which checks, fails).
+    m.bash_ok(&format!(
+        r#"printf '%s' "$(cat {})" > {rel}"#,
+        text.display()
+    ));
+    assert_eq!(m.read(rel), "kept\n");
+    // Room again: the same copy succeeds.
+    std::fs::remove_file(m.data().join("fill")).unwrap();
+    m.bash_ok(&format!("cp {} {rel}", text.display()));
+    assert_eq!(m.read(rel).len(), 4096);
+    m.unmount();
+    drop(disk);
+}

@@ -39,6 +39,8 @@ const FORMAT_VERSION: u16 = 1;
 const KEY_AT: usize = MAGIC_LEN + 2;
 const SUM_AT: usize = KEY_AT + 32;
 const FILE_LEN: usize = SUM_AT + 32;
+/// The length of every key file (76 bytes): readers check it before they read a byte.
+pub const KEY_FILE_LEN: usize = FILE_LEN;
 
 /// `magic || version (u16 LE) || key || SHA-256 of the preceding bytes`.
 pub fn encode_key_file(kind: KeyFileKind, key: &SecretKey32) -> Vec<u8> {

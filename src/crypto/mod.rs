@@ -12,7 +12,7 @@ mod secret;
 pub use aead::{open, seal, SEAL_OVERHEAD};
 pub use hierarchy::{Hmk, KeyId, Kpk};
 pub use kdf::KdfParams;
-pub use keyfile::{decode_key_file, encode_key_file, KeyFileKind};
+pub use keyfile::{decode_key_file, encode_key_file, KeyFileKind, KEY_FILE_LEN};
 pub use secret::{KeyMaterial, Passphrase, SecretKey32};
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@
 use super::error::{FsError, InputError, Shape};
 use crate::keystore::KeystoreError;
 use crate::service::KmsError;
+use crate::store::StoreError;
 
 pub fn errno_of(e: &FsError) -> i32 {
     match e {
@@ -42,6 +43,14 @@ pub fn kms_errno(e: &KmsError) -> i32 {
         // Not refused, not done: it waits for the second administrator.
         KmsError::HeldForConfirmation { .. } => libc::EINPROGRESS,
         KmsError::SelfConfirmation { .. } | KmsError::NeedsAnAdministrator => libc::EPERM,
+        // The change cannot be made durable because the data directory's file system is full
+        // (or its owner over quota): said as such, so that `cp` and `dd` report "No space
+        // left on device" rather than an I/O error.
+        KmsError::Store(StoreError::Io { source, .. })
+            if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
+        {
+            source.raw_os_error().unwrap_or(libc::EIO)
+        }
         // Fail closed: the daemon cannot record the read or the change.
         KmsError::Audit(_) | KmsError::Store(_) | KmsError::Crypto(_) => libc::EIO,
     }
@@ -115,6 +124,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EINVAL => "EINVAL",
         libc::EFBIG => "EFBIG",
         libc::ENOSPC => "ENOSPC",
+        libc::EDQUOT => "EDQUOT",
         libc::EROFS => "EROFS",
         libc::ENAMETOOLONG => "ENAMETOOLONG",
         libc::ENOTEMPTY => "ENOTEMPTY",
@@ -130,6 +140,15 @@ pub fn errno_name(errno: i32) -> &'static str {
 mod tests {
     use super::*;
     use crate::keystore::State;
+
+    /// What the store says when an append fails with `errno`.
+    fn store_io(errno: i32) -> FsError {
+        KmsError::Store(StoreError::Io {
+            what: "cannot append to KMS_DATA".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        })
+        .into()
+    }
 
     #[test]
     fn contract_table() {
@@ -190,6 +209,9 @@ mod tests {
                 libc::ENOENT,
             ),
             (FsError::ReadOnly("/m/.status".into()), libc::EACCES),
+            (store_io(libc::ENOSPC), libc::ENOSPC),
+            (store_io(libc::EDQUOT), libc::EDQUOT),
+            (store_io(libc::EIO), libc::EIO),
             (Shape::StrayFile("x".into()).into(), libc::EPERM),
         ];
         for (e, want) in cases {

@@ -41,6 +41,9 @@ pub enum Input {
 pub struct Handle {
     pub node: Node,
     pub of: Of,
+    /// The pid of the OPEN (the kernel gives the caller's pid in every request): the shell's
+    /// truncation, which arrives without a handle right after the OPEN, is matched by it.
+    pub opened_by: u32,
     pub readable: Readable,
     pub input: Input,
 }
@@ -56,46 +59,61 @@ impl Handle {
 }
 
 /// Handles are locked one by one, never the table during a service call, so that a slow
-/// `.create` (a passphrase KDF) holds up no other open file. The node of each handle is kept
-/// beside it, readable without waiting for the handle's lock.
+/// `.create` (a passphrase KDF) holds up no other open file. The node and the opening pid of
+/// each handle are kept beside it, readable without waiting for the handle's lock.
 #[derive(Default)]
 pub struct Handles {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Open>>,
 }
 
-/// One open file: its node (readable without the handle's lock) and its handle.
-type Open = (Node, Arc<Mutex<Handle>>);
+/// One open file: what can be asked without the handle's lock, and the handle.
+struct Open {
+    node: Node,
+    opened_by: u32,
+    handle: Arc<Mutex<Handle>>,
+}
 
 impl Handles {
+    /// Handle numbers only grow: a larger one was opened later.
     pub fn insert(&self, h: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         if let Ok(mut open) = self.open.lock() {
-            open.insert(fh, (h.node.clone(), Arc::new(Mutex::new(h))));
+            let entry = Open {
+                node: h.node.clone(),
+                opened_by: h.opened_by,
+                handle: Arc::new(Mutex::new(h)),
+            };
+            open.insert(fh, entry);
         }
         fh
     }
 
     pub fn get(&self, fh: u64) -> Option<Arc<Mutex<Handle>>> {
-        self.open.lock().ok()?.get(&fh).map(|(_, h)| h.clone())
+        self.open.lock().ok()?.get(&fh).map(|o| o.handle.clone())
     }
 
     pub fn node(&self, fh: u64) -> Option<Node> {
-        self.open.lock().ok()?.get(&fh).map(|(n, _)| n.clone())
+        self.open.lock().ok()?.get(&fh).map(|o| o.node.clone())
     }
 
     pub fn remove(&self, fh: u64) -> Option<Arc<Mutex<Handle>>> {
-        self.open.lock().ok()?.remove(&fh).map(|(_, h)| h)
+        self.open.lock().ok()?.remove(&fh).map(|o| o.handle)
     }
 
-    /// The handles open on `node` (a scan: there are only as many as open files).
-    pub fn open_on(&self, node: &Node) -> Vec<Arc<Mutex<Handle>>> {
+    /// The handles that `pid` opened on `node`, the most recently opened first (a scan: there
+    /// are only as many as open files). Never another process's: a truncation without a
+    /// handle belongs to the caller that just opened, not to every edit of the file.
+    pub fn opened_by(&self, node: &Node, pid: u32) -> Vec<Arc<Mutex<Handle>>> {
         let Ok(open) = self.open.lock() else {
             return Vec::new();
         };
-        open.values()
-            .filter(|(n, _)| n == node)
-            .map(|(_, h)| h.clone())
-            .collect()
+        let mut mine: Vec<(u64, Arc<Mutex<Handle>>)> = open
+            .iter()
+            .filter(|(_, o)| o.opened_by == pid && &o.node == node)
+            .map(|(fh, o)| (*fh, o.handle.clone()))
+            .collect();
+        mine.sort_by_key(|(fh, _)| std::cmp::Reverse(*fh));
+        mine.into_iter().map(|(_, h)| h).collect()
     }
 }

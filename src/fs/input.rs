@@ -101,14 +101,25 @@ fn invalid(reason: &str) -> FsError {
 /// included): a refused operation changes nothing, so `echo TOO-LONG > description` keeps the
 /// old text rather than leaving it empty.
 ///
+/// Every refusal the bytes can cause comes from the `write()` itself (EFBIG, EINVAL for text
+/// that is not UTF-8), because the shell ignores what `close()` says. One exception: a
+/// character split over two writes (`jq`, `cp` writing in chunks) leaves an incomplete UTF-8
+/// sequence at the end of the text, which is accepted until the commit; a commit that still
+/// finds it is EINVAL.
+///
 /// The shell flushes before it writes (`echo x > f` dups the new descriptor onto stdout and
 /// closes the original), so a flush commits only once something was written; a truncation
-/// alone (`: > f`) is committed at close.
+/// alone (`: > f`) is committed at close. An edit neither written nor truncated commits
+/// nothing, ever: holding a description open for writing changes nothing.
 #[derive(Debug)]
 pub struct TextInput {
     text: Vec<u8>,
+    /// Changed (written or truncated) since the last commit.
     dirty: bool,
+    /// Written since the last commit (a flush commits only then).
     written: bool,
+    /// Written at least once since the open, committed or not.
+    ever_written: bool,
     refused: bool,
 }
 
@@ -119,12 +130,15 @@ impl TextInput {
             text: current,
             dirty: false,
             written: false,
+            ever_written: false,
             refused: false,
         }
     }
 
-    /// Writes at `offset` (at the end for O_APPEND). Larger than a description may be: EFBIG,
-    /// at write time so that the writer sees it.
+    /// Writes at `offset` (at the end for O_APPEND). Refused at write time, so that the
+    /// writer sees it: EFBIG when larger than a description may be, EINVAL when the text
+    /// would not be UTF-8 (but for an incomplete character at its very end). A refused write
+    /// changes nothing of the text and discards the edit.
     pub fn write(&mut self, offset: u64, data: &[u8], append: bool) -> Result<(), FsError> {
         let offset = if append {
             self.text.len()
@@ -136,13 +150,26 @@ impl TextInput {
             self.refuse();
             return Err(e.into());
         }
-        if self.text.len() < end {
-            self.text.resize(end, 0);
+        // At most 4096 bytes: the text as it would be, checked before it is kept.
+        let mut next = self.text.clone();
+        if next.len() < end {
+            next.resize(end, 0);
         }
-        self.text[offset..end].copy_from_slice(data);
+        next[offset..end].copy_from_slice(data);
+        if !utf8_but_for_its_tail(&next) {
+            self.refuse();
+            return Err(not_utf8());
+        }
+        self.text = next;
         self.dirty = true;
         self.written = true;
+        self.ever_written = true;
         Ok(())
+    }
+
+    /// Whether anything was ever written through this open file.
+    pub fn ever_written(&self) -> bool {
+        self.ever_written
     }
 
     pub fn truncate(&mut self, size: u64) -> Result<(), FsError> {
@@ -170,16 +197,28 @@ impl TextInput {
         }
         self.dirty = false;
         self.written = false;
-        Some(String::from_utf8(self.text.clone()).map_err(|_| {
-            InputError::NotUtf8 {
-                what: "a description",
-            }
-            .into()
-        }))
+        Some(String::from_utf8(self.text.clone()).map_err(|_| not_utf8()))
     }
 
     pub fn bytes(&self) -> &[u8] {
         &self.text
+    }
+}
+
+fn not_utf8() -> FsError {
+    InputError::NotUtf8 {
+        what: "a description",
+    }
+    .into()
+}
+
+/// Valid UTF-8, or valid but for an incomplete sequence at the very end (the start of a
+/// character whose other bytes the next write brings).
+fn utf8_but_for_its_tail(bytes: &[u8]) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => true,
+        // `error_len` None: the input ended inside a sequence that was valid so far.
+        Err(e) => e.error_len().is_none(),
     }
 }
 
@@ -255,12 +294,66 @@ mod tests {
             t.take_pending(true).is_none(),
             "a refused write discards the edit"
         );
+    }
+
+    #[test]
+    fn text_must_stay_utf8_but_for_a_character_split_over_writes() {
+        let mut t = TextInput::new(b"old".to_vec());
+        assert_eq!(
+            errno_of(&t.write(0, b"bad\xff\n", false).unwrap_err()),
+            libc::EINVAL
+        );
+        assert_eq!(t.bytes(), b"old", "a refused write changes nothing");
+        assert!(t.take_pending(true).is_none(), "and discards the edit");
+        // A character split over writes, each one byte of it.
         let mut t = TextInput::new(Vec::new());
-        t.write(4095, b"z", false).unwrap();
-        t.write(0, &[0xff], false).unwrap();
+        for (i, b) in "é🔑".bytes().enumerate() {
+            t.write(i as u64, &[b], false).unwrap();
+        }
+        assert_eq!(t.take_pending(true).unwrap().unwrap(), "é🔑");
+        // What no later byte can complete: a lone continuation byte, or a start byte
+        // followed by something that does not continue it.
+        let mut t = TextInput::new(b"ab".to_vec());
+        assert_eq!(
+            errno_of(&t.write(2, &[0xa9], false).unwrap_err()),
+            libc::EINVAL
+        );
+        let mut t = TextInput::new(b"ab".to_vec());
+        t.write(2, &[0xc3], false).unwrap();
+        assert_eq!(
+            errno_of(&t.write(3, b"x", false).unwrap_err()),
+            libc::EINVAL
+        );
+        // Breaking a character in the middle of the text.
+        let mut t = TextInput::new("café!".as_bytes().to_vec());
+        assert_eq!(
+            errno_of(&t.write(4, b"x", false).unwrap_err()),
+            libc::EINVAL
+        );
+        // Left incomplete at the commit: EINVAL then.
+        let mut t = TextInput::new(Vec::new());
+        t.write(0, b"caf\xc3", false).unwrap();
         assert_eq!(
             errno_of(&t.take_pending(true).unwrap().unwrap_err()),
             libc::EINVAL
         );
+        // A truncation through a character leaves its start: the commit refuses it.
+        let mut t = TextInput::new("café".as_bytes().to_vec());
+        t.truncate(4).unwrap();
+        assert_eq!(
+            errno_of(&t.take_pending(true).unwrap().unwrap_err()),
+            libc::EINVAL
+        );
+    }
+
+    #[test]
+    fn an_edit_neither_written_nor_truncated_commits_nothing() {
+        let mut t = TextInput::new(b"current".to_vec());
+        assert!(t.take_pending(false).is_none());
+        assert!(t.take_pending(true).is_none());
+        assert!(!t.ever_written());
+        t.write(0, b"x", false).unwrap();
+        assert!(t.take_pending(false).is_some());
+        assert!(t.ever_written(), "even once committed");
     }
 }

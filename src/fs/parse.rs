@@ -30,11 +30,13 @@ pub fn command_text(data: &[u8]) -> Result<&str, InputError> {
 /// A state name, any case.
 pub fn state(text: &str) -> Result<State, InputError> {
     text.parse()
-        .map_err(|e: crate::keystore::UnknownState| InputError::UnknownState(e.0))
+        .map_err(|e: crate::keystore::UnknownState| InputError::UnknownState(echo(&e.0)))
 }
 
 pub fn cipher(text: &str) -> Result<Cipher, FsError> {
-    Ok(text.parse()?)
+    text.parse().map_err(|_: crate::keystore::KeystoreError| {
+        crate::keystore::KeystoreError::UnknownCipher(echo(text)).into()
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -54,14 +56,12 @@ pub fn quiesce(text: &str) -> Result<QuiesceCommand, InputError> {
         ["quiesce"] | ["1"] => Ok(QuiesceCommand::Quiesce { lease: None }),
         ["unquiesce"] | ["0"] => Ok(QuiesceCommand::Unquiesce),
         ["quiesce", secs] => {
-            let n: u64 = secs
-                .parse()
-                .map_err(|_| InputError::BadLease(secs.to_string()))?;
+            let n: u64 = secs.parse().map_err(|_| InputError::BadLease(echo(secs)))?;
             Ok(QuiesceCommand::Quiesce {
                 lease: Some(Duration::from_secs(n)),
             })
         }
-        _ => Err(InputError::UnknownQuiesce(text.to_string())),
+        _ => Err(InputError::UnknownQuiesce(echo(text))),
     }
 }
 
@@ -95,7 +95,7 @@ pub fn rotation(text: &str) -> Result<RotationCommand, FsError> {
         .map(|w| w.to_ascii_lowercase())
         .collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let unknown = || InputError::UnknownRotation(text.to_string()).into();
+    let unknown = || InputError::UnknownRotation(echo(text)).into();
     let period_or_off = |w: &str| -> Result<Option<Period>, FsError> {
         match w {
             "off" => Ok(None),
@@ -126,10 +126,9 @@ pub fn new_record(bytes: &[u8]) -> Result<NewRecord, FsError> {
             serde_json::error::Category::Data => create_error("expected one JSON object"),
             _ => create_error(format!("bad JSON: {e}")),
         })?;
-    if let Some(unknown) = object.keys().find(|k| !CREATE_FIELDS.contains(&k.as_str())) {
+    if object.keys().any(|k| !CREATE_FIELDS.contains(&k.as_str())) {
         return Err(create_error(format!(
-            "unknown field {:?} (expected {})",
-            short(unknown),
+            "an unknown field (expected only {})",
             CREATE_FIELDS.join(", ")
         )));
     }
@@ -152,12 +151,7 @@ pub fn new_record(bytes: &[u8]) -> Result<NewRecord, FsError> {
         None => State::Prelive,
         Some(word) => match word.parse::<State>() {
             Ok(s) if s.may_be_created_in() => s,
-            _ => {
-                return Err(create_error(format!(
-                    "a record is created \"prelive\" or \"active\", not {:?}",
-                    short(word)
-                )))
-            }
+            _ => return Err(create_error("\"state\" must be \"prelive\" or \"active\"")),
         },
     };
     let key = match passphrase {
@@ -191,12 +185,26 @@ pub fn new_record(bytes: &[u8]) -> Result<NewRecord, FsError> {
     })
 }
 
-/// At most the first 32 characters of what was written, for a reason.
-fn short(s: &str) -> String {
-    match s.char_indices().nth(32) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_string(),
+/// What a refusal may show of a command that meant nothing: its first 8 characters, letters,
+/// digits and `_`/`-` only (anything else as `?`), with `...` if there was more. Enough to
+/// recognise a typo (`activ`), too little to carry a mis-pasted secret into the log,
+/// `.errors` (which the readers group sees) and the audit log.
+fn echo(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(8)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if s.chars().count() > 8 {
+        out.push_str("...");
     }
+    out
 }
 
 #[cfg(test)]
@@ -294,11 +302,26 @@ mod tests {
             assert!(!e.to_string().contains("123456"), "{e}");
             assert!(matches!(e, FsError::Input(InputError::Create(_))), "{e}");
         }
-        // An unknown field or a bad state is named, never at more than a short prefix.
-        let long = format!(r#"{{"{}":"x"}}"#, "s".repeat(5000));
-        assert!(new_record(long.as_bytes()).unwrap_err().to_string().len() < 200);
-        let long = format!(r#"{{"name":"k","state":"{}"}}"#, "s".repeat(5000));
-        assert!(new_record(long.as_bytes()).unwrap_err().to_string().len() < 200);
+        // Nothing of an unknown field or a bad state is echoed either.
+        for bad in [
+            r#"{"PASS-zebra-canary":"x"}"#,
+            r#"{"name":"k","state":"PASS-zebra-canary"}"#,
+        ] {
+            let e = new_record(bad.as_bytes()).unwrap_err().to_string();
+            assert!(!e.contains("zebra") && !e.contains("PASS"), "{e}");
+        }
+        // A command echoes at most 8 plain characters.
+        for e in [
+            state("PASS-zebra-canary-7731").unwrap_err().to_string(),
+            quiesce("PASS-zebra canary").unwrap_err().to_string(),
+            rotation("PASS-zebra-canary").unwrap_err().to_string(),
+            cipher("PASS-zebra-canary").unwrap_err().to_string(),
+        ] {
+            assert!(!e.contains("zebra"), "{e}");
+            assert!(e.contains("PASS-zeb"), "a typo is still recognisable: {e}");
+        }
+        assert_eq!(echo("activ"), "activ");
+        assert_eq!(echo("a\u{202e}b\nc"), "a?b?c");
     }
 
     #[test]

@@ -18,6 +18,24 @@ pub enum StoreError {
     UnsafeDirectory { dir: PathBuf, mode: u32 },
     #[error("{dir} is in use by another kmsfs process{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { dir: PathBuf, pid: Option<u32> },
+    /// The data directory (`file` None) or a backing file in it belongs to another user, who
+    /// could replace or change what the daemon trusts.
+    #[error("{}", not_owned(dir, file.as_deref(), *owner, *euid))]
+    NotOwned {
+        dir: PathBuf,
+        file: Option<String>,
+        owner: u32,
+        euid: u32,
+    },
+    #[error("{file} is a symbolic link: kmsfs never follows links in its data directory ({}); {}", dir.display(), symlink_advice(file))]
+    Symlink { dir: PathBuf, file: String },
+    /// A FIFO (which would block a reader), a device, a directory, a socket.
+    #[error("{file} is {kind}, not a regular file: kmsfs reads only regular files in its data directory ({})", dir.display())]
+    NotRegular {
+        dir: PathBuf,
+        file: String,
+        kind: &'static str,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -43,6 +61,43 @@ fn unsafe_directory(dir: &Path, mode: u32) -> String {
         ),
         None => format!(
             "{d} is writable by group or others (mode {mode:04o}); run `chmod go-w {d}` first"
+        ),
+    }
+}
+
+/// A backing file belongs in the directory itself; the lock file is kmsfs's own to create.
+fn symlink_advice(file: &str) -> &'static str {
+    if file == super::LOCK_FILE {
+        "remove the link: kmsfs creates its lock file itself"
+    } else {
+        "put the file itself in its place"
+    }
+}
+
+/// `uid 65534 (nobody)`, or the bare number if the user database does not know it.
+fn user(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => format!("uid {uid} ({})", u.name),
+        _ => format!("uid {uid}"),
+    }
+}
+
+/// Whoever owns the directory can swap the files in it (or plant links there) whatever its
+/// mode; whoever owns a file can change it. The advice names a check before the `chown`: the
+/// other user may have left something behind.
+fn not_owned(dir: &Path, file: Option<&str>, owner: u32, euid: u32) -> String {
+    let (d, who, me) = (dir.display(), user(owner), user(euid));
+    let me_name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| euid.to_string());
+    match file {
+        None => format!(
+            "{d} is owned by {who}, not by {me}, who runs kmsfs: its owner could replace the keystore's files; run `chown {me_name} {d}` once you trust what is in it, or keep the keystore elsewhere"
+        ),
+        Some(f) => format!(
+            "{f} in {d} is owned by {who}, not by {me}, who runs kmsfs: its owner could change it; `chown {me_name} {d}/{f}` once `kmsfs verify --data-dir {d}` trusts it"
         ),
     }
 }

@@ -1,13 +1,13 @@
 //! One daemon per data directory: an advisory lock held for the life of the process.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use super::dir::DataDir;
 use super::StoreError;
 
 pub const LOCK_FILE: &str = "kmsfs.lock";
@@ -21,30 +21,28 @@ pub struct DirLock {
 
 impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock, StoreError> {
-        let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(StoreError::io(format!("cannot open {}", path.display())))?;
+        let d =
+            DataDir::open(dir).map_err(StoreError::io(format!("cannot open {}", dir.display())))?;
+        DirLock::acquire_in(&d)
+    }
+
+    /// Opens (or creates, mode 0600) the lock file through the directory's descriptor: a link
+    /// planted as `kmsfs.lock` is refused, never followed, so the truncate and the pid written
+    /// below can only ever reach a regular file in the directory.
+    pub(super) fn acquire_in(dir: &DataDir) -> Result<DirLock, StoreError> {
+        let file = dir.open_or_create(LOCK_FILE, 0o600)?;
+        let what = || format!("cannot lock {}", dir.path().join(LOCK_FILE).display());
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
+                let _ = (&mut file).take(64).read_to_string(&mut text);
                 return Err(StoreError::Locked {
-                    dir: dir.to_path_buf(),
+                    dir: dir.path().to_path_buf(),
                     pid: text.trim().parse().ok(),
                 });
             }
-            Err((_, errno)) => {
-                return Err(StoreError::io(format!("cannot lock {}", path.display()))(
-                    errno.into(),
-                ))
-            }
+            Err((_, errno)) => return Err(StoreError::io(what())(errno.into())),
         };
         let _ = lock.set_len(0);
         let _ = lock.rewind();

@@ -3,8 +3,15 @@
 //! - `KMS_HMKF`, `KMS_KPKF`: the HMK and the KPK (see `crypto::keyfile`), written once.
 //! - `KMS_DATA`: see `datafile`. Each change is appended as one sealed frame and fdatasync'd
 //!   before the call that made it returns.
+//!
+//! Every file in the data directory is reached through `dir::DataDir`: never through a
+//! symbolic link, only if it is a regular file, and its size checked before it is read (key
+//! files are exactly `KEY_FILE_LEN` bytes, KMS_DATA at most `MAX_DATA_LEN`). Whoever writes
+//! (the daemon, `init`, `regenerate`, `import`) also refuses a directory or a backing file
+//! that another user owns; reading a copy (`verify`, `export`) does not ask who owns it.
 
 mod datafile;
+mod dir;
 mod durable;
 mod error;
 mod lock;
@@ -13,15 +20,17 @@ pub use datafile::{Header, DATA_FILE, FORMAT_VERSION};
 pub use error::StoreError;
 pub use lock::{DirLock, LOCK_FILE};
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use crate::crypto::{
     decode_key_file, encode_key_file, Hmk, KdfParams, KeyFileKind, Kpk, Passphrase, SecretKey32,
+    KEY_FILE_LEN,
 };
 use crate::keystore::{Change, Keystore, Timestamp};
+use dir::{DataDir, How};
 
 pub const BACKUP_SET: [&str; 3] = [DATA_FILE, "KMS_HMKF", "KMS_KPKF"];
 const FILE_MODE: u32 = 0o600;
@@ -29,6 +38,10 @@ const FROZEN_MODE: u32 = 0o400;
 /// Compact once the log holds this many frames more than live objects: the rewrite costs
 /// O(keystore), so spacing rewrites by O(keystore) changes keeps the cost per change constant.
 const COMPACT_SLACK: u64 = 4096;
+/// The largest KMS_DATA that is read (4 GiB): far above any real keystore (a snapshot of
+/// 100,000 records is about 50 MB, and compaction keeps the log within a few thousand frames
+/// of it), so a larger file is damage or not a keystore at all, refused before it is read.
+pub const MAX_DATA_LEN: u64 = 4 << 30;
 
 #[derive(Debug, Default)]
 pub struct InitOptions {
@@ -61,7 +74,7 @@ pub struct OpenReport {
 }
 
 pub struct Store {
-    dir: PathBuf,
+    dir: DataDir,
     data: File,
     header: Header,
     /// The format of the file on disk (older files are read as they are).
@@ -77,7 +90,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("dir", &self.dir)
+            .field("dir", &self.dir.path())
             .field("len", &self.len)
             .field("next_seq", &self.next_seq)
             .field("frozen", &self.frozen)
@@ -89,34 +102,51 @@ fn file_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// The daemon refuses a directory others can write: they could swap the files under it.
+/// The daemon refuses a directory that another user owns or that others can write: they
+/// could swap the files under it.
 pub fn check_directory(dir: &Path) -> Result<(), StoreError> {
-    let meta = fs::metadata(dir).map_err(StoreError::io(format!("{}", dir.display())))?;
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(StoreError::UnsafeDirectory {
-            dir: dir.to_path_buf(),
-            mode,
-        });
-    }
-    Ok(())
+    open_dir(dir)?.check_private()
+}
+
+/// Opens the data directory; a missing one holds no keystore.
+fn open_dir(dir: &Path) -> Result<DataDir, StoreError> {
+    DataDir::open(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::NoKeystore(dir.to_path_buf()),
+        _ => StoreError::io(format!("cannot open the data directory {}", dir.display()))(e),
+    })
 }
 
 /// Creates an empty keystore. Refuses to touch a directory that holds any of the three files.
 pub fn init(dir: &Path, opts: InitOptions) -> Result<InitReport, StoreError> {
-    if !dir.exists() {
+    let created = !dir.exists();
+    if created {
         fs::create_dir_all(dir)
             .map_err(StoreError::io(format!("cannot create {}", dir.display())))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    }
+    let d = open_dir(dir)?;
+    if created {
+        d.set_mode(0o700)
             .map_err(StoreError::io(format!("cannot chmod {}", dir.display())))?;
     }
-    check_directory(dir)?;
+    d.check_private()?;
     for file in BACKUP_SET {
-        if dir.join(file).symlink_metadata().is_ok() {
-            return Err(StoreError::AlreadyExists {
-                dir: dir.to_path_buf(),
-                file,
-            });
+        let st = d
+            .metadata(file)
+            .map_err(StoreError::io(format!("cannot look for {file}")))?;
+        match st {
+            None => {}
+            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                return Err(StoreError::Symlink {
+                    dir: dir.to_path_buf(),
+                    file: file.to_string(),
+                })
+            }
+            Some(_) => {
+                return Err(StoreError::AlreadyExists {
+                    dir: dir.to_path_buf(),
+                    file,
+                })
+            }
         }
     }
     let (hmk, hmk_kdf) = make_key(opts.hmk_passphrase.as_ref(), Hmk::random, Hmk::derive)?;
@@ -129,11 +159,11 @@ pub fn init(dir: &Path, opts: InitOptions) -> Result<InitReport, StoreError> {
         kpk_kdf: kpk_kdf.clone(),
         created: Timestamp::now(),
     };
-    write_key_file(dir, KeyFileKind::Hmk, hmk.secret())?;
-    write_key_file(dir, KeyFileKind::Kpk, kpk.secret())?;
+    write_key_file_in(&d, KeyFileKind::Hmk, hmk.secret())?;
+    write_key_file_in(&d, KeyFileKind::Kpk, kpk.secret())?;
     // KMS_DATA last: its presence is what makes the directory a keystore.
     let bytes = datafile::encode_file(&hmk, &header, &Keystore::new());
-    durable::write_atomically(dir, DATA_FILE, &bytes, FILE_MODE)
+    durable::write_atomically(&d, DATA_FILE, &bytes, FILE_MODE)
         .map_err(StoreError::io(format!("cannot write {DATA_FILE}")))?;
     Ok(InitReport {
         hmk_id: header.hmk_id.to_string(),
@@ -163,33 +193,121 @@ fn make_key<K>(
     }
 }
 
+/// Writes a key file (`kmsfs regenerate`) into a directory of the caller's own.
 pub fn write_key_file(dir: &Path, kind: KeyFileKind, key: &SecretKey32) -> Result<(), StoreError> {
+    let d = open_dir(dir)?;
+    d.check_private()?;
+    write_key_file_in(&d, kind, key)
+}
+
+fn write_key_file_in(
+    dir: &DataDir,
+    kind: KeyFileKind,
+    key: &SecretKey32,
+) -> Result<(), StoreError> {
     let bytes = zeroize::Zeroizing::new(encode_key_file(kind, key));
     durable::write_atomically(dir, kind.file_name(), &bytes, FILE_MODE)
         .map_err(StoreError::io(format!("cannot write {}", kind.file_name())))
 }
 
-fn read_key_file(dir: &Path, kind: KeyFileKind) -> Result<SecretKey32, StoreError> {
-    let file = kind.file_name();
-    let bytes = match fs::read(dir.join(file)) {
-        Ok(b) => zeroize::Zeroizing::new(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(StoreError::MissingKeyFile {
-                file,
-                dir: dir.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(StoreError::io(format!("cannot read {file}"))(e)),
+/// Opens a backing file that exists; with `ReadWrite` access it must be the caller's own.
+fn open_backing(
+    dir: &DataDir,
+    file: &'static str,
+    how: How,
+    access: Access,
+) -> Result<Option<File>, StoreError> {
+    let Some(f) = dir.open_file(file, how)? else {
+        return Ok(None);
     };
-    decode_key_file(kind, &bytes).map_err(|e| StoreError::Corrupt {
+    if access == Access::ReadWrite {
+        dir.check_owned(file, &f)?;
+    }
+    Ok(Some(f))
+}
+
+/// The size of an open file, from its descriptor.
+fn size(f: &File, file: &'static str) -> Result<u64, StoreError> {
+    Ok(f.metadata()
+        .map_err(StoreError::io(format!("cannot stat {file}")))?
+        .len())
+}
+
+/// Reads a key file, which must be exactly `KEY_FILE_LEN` bytes: the size is checked before a
+/// byte is read, and no more than one byte past it is ever read (a file that grows meanwhile
+/// is refused all the same).
+fn read_key_file(
+    dir: &DataDir,
+    kind: KeyFileKind,
+    access: Access,
+) -> Result<(SecretKey32, File), StoreError> {
+    let file = kind.file_name();
+    let f =
+        open_backing(dir, file, How::Read, access)?.ok_or_else(|| StoreError::MissingKeyFile {
+            file,
+            dir: dir.path().to_path_buf(),
+        })?;
+    let wrong_length = |len: u64| StoreError::Corrupt {
+        file,
+        reason: format!("wrong length {len} (expected {KEY_FILE_LEN})"),
+    };
+    let len = size(&f, file)?;
+    if len != KEY_FILE_LEN as u64 {
+        return Err(wrong_length(len));
+    }
+    let mut buf = zeroize::Zeroizing::new([0u8; KEY_FILE_LEN + 1]);
+    let mut got = 0;
+    while got < buf.len() {
+        match (&f).read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StoreError::io(format!("cannot read {file}"))(e)),
+        }
+    }
+    if got != KEY_FILE_LEN {
+        return Err(wrong_length(got as u64));
+    }
+    let key = decode_key_file(kind, &buf[..got]).map_err(|e| StoreError::Corrupt {
         file,
         reason: e.to_string(),
-    })
+    })?;
+    Ok((key, f))
+}
+
+/// Opens and reads KMS_DATA, at most `MAX_DATA_LEN` bytes of it: its size is checked first,
+/// and a file that grows while it is read (a daemon appending beside `verify`) is never read
+/// past the bound.
+fn read_data_file(dir: &DataDir, access: Access) -> Result<(File, Vec<u8>), StoreError> {
+    let f = open_backing(dir, DATA_FILE, How::Read, access)?
+        .ok_or_else(|| StoreError::NoKeystore(dir.path().to_path_buf()))?;
+    let too_large = |len: u64| StoreError::Corrupt {
+        file: DATA_FILE,
+        reason: too_large_reason(len),
+    };
+    let len = size(&f, DATA_FILE)?;
+    if len > MAX_DATA_LEN {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    (&f).take(MAX_DATA_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(StoreError::io(format!("cannot read {DATA_FILE}")))?;
+    if bytes.len() as u64 > MAX_DATA_LEN {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok((f, bytes))
+}
+
+/// Why a KMS_DATA of `len` bytes is not read.
+fn too_large_reason(len: u64) -> String {
+    let max = MAX_DATA_LEN >> 30;
+    format!("{len} bytes, more than the {max} GiB a kmsfs data file may hold: not a keystore, or damaged")
 }
 
 /// Reads the plain header of KMS_DATA (no key needed).
 pub fn read_header(dir: &Path) -> Result<Header, StoreError> {
-    let bytes = read_data_file(dir)?;
+    let (_, bytes) = read_data_file(&open_dir(dir)?, Access::ReadOnly)?;
     datafile::decode_header(&bytes)
         .map(|p| p.header)
         .map_err(|reason| StoreError::Corrupt {
@@ -201,20 +319,18 @@ pub fn read_header(dir: &Path) -> Result<Header, StoreError> {
 /// Reads KMS_HMKF and checks that it is the HMK of KMS_DATA's header; reads only, takes no
 /// lock (for `kmsfs audit verify`, beside a live mount or on a backup).
 pub fn read_hmk(dir: &Path) -> Result<Hmk, StoreError> {
-    let header = read_header(dir)?;
-    let hmk = Hmk::from_secret(read_key_file(dir, KeyFileKind::Hmk)?);
+    let d = open_dir(dir)?;
+    let (_, bytes) = read_data_file(&d, Access::ReadOnly)?;
+    let header = datafile::decode_header(&bytes)
+        .map(|p| p.header)
+        .map_err(|reason| StoreError::Corrupt {
+            file: DATA_FILE,
+            reason,
+        })?;
+    let (secret, _) = read_key_file(&d, KeyFileKind::Hmk, Access::ReadOnly)?;
+    let hmk = Hmk::from_secret(secret);
     check_key_id("KMS_HMKF", &hmk.id(), &header.hmk_id)?;
     Ok(hmk)
-}
-
-fn read_data_file(dir: &Path) -> Result<Vec<u8>, StoreError> {
-    match fs::read(dir.join(DATA_FILE)) {
-        Ok(b) => Ok(b),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(StoreError::NoKeystore(dir.to_path_buf()))
-        }
-        Err(e) => Err(StoreError::io(format!("cannot read {DATA_FILE}"))(e)),
-    }
 }
 
 impl Store {
@@ -225,38 +341,44 @@ impl Store {
         dir: &Path,
         access: Access,
     ) -> Result<(Store, Keystore, Kpk, OpenReport), StoreError> {
+        let d = open_dir(dir)?;
         if access == Access::ReadWrite {
-            check_directory(dir)?;
+            d.check_private()?;
         }
         let lock = match access {
-            Access::ReadWrite => Some(DirLock::acquire(dir)?),
+            Access::ReadWrite => Some(DirLock::acquire_in(&d)?),
             Access::ReadOnly => None,
         };
-        let bytes = read_data_file(dir)?;
+        // Read only, even for the daemon: a restored frozen copy is mode 0400, and only gets
+        // its 0600 back (through this descriptor) once everything has been checked.
+        let (read, bytes) = read_data_file(&d, access)?;
         let parsed = datafile::decode_header(&bytes).map_err(|reason| StoreError::Corrupt {
             file: DATA_FILE,
             reason,
         })?;
-        let hmk = Hmk::from_secret(read_key_file(dir, KeyFileKind::Hmk)?);
-        let kpk = Kpk::from_secret(read_key_file(dir, KeyFileKind::Kpk)?);
+        let (hmk, hmk_file) = read_key_file(&d, KeyFileKind::Hmk, access)?;
+        let (kpk, kpk_file) = read_key_file(&d, KeyFileKind::Kpk, access)?;
+        let (hmk, kpk) = (Hmk::from_secret(hmk), Kpk::from_secret(kpk));
         check_key_id("KMS_HMKF", &hmk.id(), &parsed.header.hmk_id)?;
         check_key_id("KMS_KPKF", &kpk.id(), &parsed.header.kpk_id)?;
         let loaded = datafile::decode_file(&hmk, &bytes).map_err(|reason| StoreError::Corrupt {
             file: DATA_FILE,
             reason,
         })?;
-        let path = dir.join(DATA_FILE);
         let data = match access {
             Access::ReadWrite => {
-                for f in BACKUP_SET {
-                    durable::set_mode(&dir.join(f), FILE_MODE)
-                        .map_err(StoreError::io(format!("cannot chmod {f}")))?;
+                for (f, file) in [
+                    (&read, DATA_FILE),
+                    (&hmk_file, "KMS_HMKF"),
+                    (&kpk_file, "KMS_KPKF"),
+                ] {
+                    durable::set_mode(f, FILE_MODE)
+                        .map_err(StoreError::io(format!("cannot chmod {file}")))?;
                 }
-                let f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(StoreError::io(format!("cannot open {DATA_FILE}")))?;
+                let f = d
+                    .open_file(DATA_FILE, How::ReadWrite)?
+                    .ok_or_else(|| StoreError::NoKeystore(dir.to_path_buf()))?;
+                same_file(&read, &f)?;
                 if loaded.torn_tail > 0 {
                     log::warn!(
                         "{DATA_FILE}: discarding {} bytes of an append interrupted by a crash",
@@ -268,16 +390,14 @@ impl Store {
                 }
                 f
             }
-            Access::ReadOnly => {
-                File::open(&path).map_err(StoreError::io(format!("cannot open {DATA_FILE}")))?
-            }
+            Access::ReadOnly => read,
         };
         let report = OpenReport {
             torn_tail: loaded.torn_tail,
             frames: loaded.frames,
         };
         let store = Store {
-            dir: dir.to_path_buf(),
+            dir: d,
             data,
             header: loaded.parsed.header,
             format: loaded.parsed.format_version,
@@ -306,7 +426,7 @@ impl Store {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     pub fn is_frozen(&self) -> bool {
@@ -367,12 +487,29 @@ impl Store {
         self.data
             .sync_all()
             .map_err(StoreError::io(format!("cannot sync {DATA_FILE}")))?;
-        for f in BACKUP_SET {
-            durable::set_mode(&self.dir.join(f), FROZEN_MODE)
-                .map_err(StoreError::io(format!("cannot chmod {f}")))?;
-        }
-        durable::sync_dir(&self.dir).map_err(StoreError::io("cannot sync the data directory"))?;
+        self.set_modes(FROZEN_MODE)?;
+        self.dir
+            .sync()
+            .map_err(StoreError::io("cannot sync the data directory"))?;
         self.frozen = true;
+        Ok(())
+    }
+
+    /// Sets the mode of the three files: KMS_DATA through the descriptor appends go to, the
+    /// key files opened afresh (never through a link) so the files on disk are the ones set.
+    fn set_modes(&self, mode: u32) -> Result<(), StoreError> {
+        durable::set_mode(&self.data, mode)
+            .map_err(StoreError::io(format!("cannot chmod {DATA_FILE}")))?;
+        for file in ["KMS_HMKF", "KMS_KPKF"] {
+            let f =
+                self.dir
+                    .open_file(file, How::Read)?
+                    .ok_or_else(|| StoreError::MissingKeyFile {
+                        file,
+                        dir: self.dir.path().to_path_buf(),
+                    })?;
+            durable::set_mode(&f, mode).map_err(StoreError::io(format!("cannot chmod {file}")))?;
+        }
         Ok(())
     }
 
@@ -380,11 +517,20 @@ impl Store {
     /// the daemon writes through its open descriptor, and the error is still reported.
     pub fn thaw(&mut self) -> Result<(), StoreError> {
         self.frozen = false;
-        for f in BACKUP_SET {
-            durable::set_mode(&self.dir.join(f), FILE_MODE)
-                .map_err(StoreError::io(format!("cannot chmod {f}")))?;
-        }
-        Ok(())
+        self.set_modes(FILE_MODE)
+    }
+}
+
+/// The file opened for writing must be the one that was read and checked.
+fn same_file(read: &File, write: &File) -> Result<(), StoreError> {
+    let (a, b) = (read.metadata(), write.metadata());
+    match (a, b) {
+        (Ok(a), Ok(b)) if a.dev() == b.dev() && a.ino() == b.ino() => Ok(()),
+        (Err(e), _) | (_, Err(e)) => Err(StoreError::io(format!("cannot stat {DATA_FILE}"))(e)),
+        _ => Err(StoreError::Corrupt {
+            file: DATA_FILE,
+            reason: "the file was replaced while it was being opened; try again".into(),
+        }),
     }
 }
 

@@ -89,6 +89,7 @@ impl Operations {
             let fh = self.handles.insert(Handle {
                 node: node.clone(),
                 of,
+                opened_by: pid,
                 readable: Readable::Secret(key),
                 input: Input::None,
             });
@@ -109,6 +110,7 @@ impl Operations {
         let fh = self.handles.insert(Handle {
             node: node.clone(),
             of,
+            opened_by: pid,
             readable: Readable::Plain(readable),
             input,
         });
@@ -255,7 +257,7 @@ impl Operations {
                 return Err(Shape::FixedAttributes.into());
             }
             if let Some(size) = set.size {
-                self.truncate(&node, fh, size)?;
+                self.truncate(&node, fh, caller.pid, size)?;
             }
             Ok(())
         })();
@@ -265,7 +267,7 @@ impl Operations {
 
     /// `truncate`/`O_TRUNC`. On command files and `.create` a no-op that is never refused
     /// (even while quiesced: `echo unquiesce > .quiesce` truncates first).
-    fn truncate(&self, node: &Node, fh: Option<u64>, size: u64) -> Result<(), FsError> {
+    fn truncate(&self, node: &Node, fh: Option<u64>, pid: u32, size: u64) -> Result<(), FsError> {
         let file = node.file().ok_or(FsError::NotAFile)?;
         let apply = match file.write {
             Write::ReadOnly => return Err(FsError::ReadOnly(self.path(node))),
@@ -275,31 +277,57 @@ impl Operations {
         // Truncating a description is a change: refused here, where `>` sees it, rather than
         // at close.
         self.kms.check_writable()?;
-        // `echo x > description` opens, then truncates, then writes; the kernel sends that
-        // truncate without the file handle. So a truncate applies to the edits open on the
-        // file, to be committed with them at flush or close.
-        let handles = match fh.and_then(|fh| self.handles.get(fh)) {
-            Some(h) => vec![h],
-            None => self.handles.open_on(node),
-        };
-        let mut edited = false;
-        for h in handles {
-            let mut h = h.lock().map_err(|_| FsError::BadHandle)?;
-            if let Input::Text(text, _) = &mut h.input {
-                text.truncate(size)?;
-                edited = true;
-            }
-        }
-        if edited {
+        if self.truncate_edit(node, fh, pid, size)? {
             return Ok(());
         }
-        // A path truncate with no open edit (`truncate -s 0 description`): a change of its own.
+        // A path truncate with no edit of the caller's open (`truncate(2)` on the path): a
+        // change of its own, made now.
         let of = node.of().ok_or(FsError::NotAFile)?;
         let mut text = TextInput::new(self.render(node)?);
         text.truncate(size)?;
         match text.take_pending(true) {
             Some(pending) => apply(&self.kms, &of, &pending?),
             None => Ok(()),
+        }
+    }
+
+    /// Applies a truncation to the caller's own edit, to be committed with it at flush or
+    /// close; false when the caller has none open. With a handle (`ftruncate`), that one.
+    /// Without (`echo x > description` opens, then truncates, and the kernel sends that
+    /// truncation without the handle, from the same pid): the edit this pid opened most
+    /// recently on the file and has not written yet (the one the OPEN just made), else its
+    /// most recent one. Never another process's edit: that one would commit an empty text
+    /// at its close, over what this caller writes.
+    fn truncate_edit(
+        &self,
+        node: &Node,
+        fh: Option<u64>,
+        pid: u32,
+        size: u64,
+    ) -> Result<bool, FsError> {
+        let candidates = match fh.and_then(|fh| self.handles.get(fh)) {
+            Some(h) => vec![h],
+            None => self.handles.opened_by(node, pid),
+        };
+        let mut newest = None;
+        for h in candidates {
+            let mut guard = h.lock().map_err(|_| FsError::BadHandle)?;
+            let Input::Text(text, _) = &mut guard.input else {
+                continue;
+            };
+            if !text.ever_written() {
+                text.truncate(size)?;
+                return Ok(true);
+            }
+            newest.get_or_insert_with(|| h.clone());
+        }
+        let Some(h) = newest else {
+            return Ok(false);
+        };
+        let mut guard = h.lock().map_err(|_| FsError::BadHandle)?;
+        match &mut guard.input {
+            Input::Text(text, _) => text.truncate(size).map(|()| true),
+            _ => Ok(false),
         }
     }
 

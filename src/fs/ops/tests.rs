@@ -326,10 +326,10 @@ fn descriptions_behave_like_small_files() {
     let big = "x".repeat(5000);
     assert_eq!(errno(f.echo_over(d, &big)), libc::EFBIG);
     assert_eq!(f.text(d), "one two three");
-    // Not UTF-8: refused (at close: see docs/fuse-notes.md), text unchanged.
-    let _ = f.write_pieces(d, &[b"bad\xff"]);
+    // Not UTF-8: EINVAL from the write itself, text unchanged.
+    assert_eq!(f.write_pieces(d, &[b"bad\xff"]), [Err(libc::EINVAL)]);
     assert_eq!(f.text(d), "one two three");
-    assert_eq!(f.errors().pop().unwrap()["operation"], "flush");
+    assert_eq!(f.errors().pop().unwrap()["operation"], "write");
     // `: > f` empties at close; `truncate -s 3` keeps a prefix.
     f.echo_over(d, "abcdef").unwrap();
     f.truncate_to(d, 3).unwrap();
@@ -344,7 +344,7 @@ fn descriptions_behave_like_small_files() {
 
 #[test]
 fn a_truncate_without_a_handle_applies_to_the_open_edit() {
-    // The kernel sends `>`'s truncate without the file handle; an open edit takes it.
+    // The kernel sends `>`'s truncate without the file handle; the caller's open edit takes it.
     let f = fixture();
     f.pool_with_record();
     let d = "pool/k1/description";
@@ -368,6 +368,128 @@ fn a_truncate_without_a_handle_applies_to_the_open_edit() {
     assert_eq!(f.text(d), "new");
 }
 
+/// Another caller, by its pid: the kernel gives the caller's pid in every request.
+fn pid(pid: u32) -> Caller {
+    Caller { pid, ..ME }
+}
+
+const TRUNCATE: SetAttr = SetAttr {
+    mode: None,
+    uid: None,
+    gid: None,
+    size: Some(0),
+    times: false,
+};
+
+#[test]
+fn a_truncate_without_a_handle_is_only_its_own_callers() {
+    // A holds the description open for writing (`exec 3>>description`) and writes nothing;
+    // B runs `echo from-B > description`: OPEN, SETATTR size 0 without a handle, WRITE.
+    let f = fixture();
+    f.pool_with_record();
+    let d = "pool/k1/description";
+    f.echo_over(d, "old text").unwrap();
+    let ino = f.ino(d);
+    let (a, b) = (pid(4001), pid(4002));
+    let ha = f.ops.open(a, ino, libc::O_WRONLY | libc::O_APPEND).unwrap();
+    let hb = f.ops.open(b, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    f.ops.setattr(b, ino, TRUNCATE, None).unwrap();
+    f.ops.write(b, hb.fh, 0, b"from-B\n", false).unwrap();
+    f.ops.flush(b, hb.fh).unwrap();
+    f.ops.release(b, hb.fh);
+    assert_eq!(f.text(d), "from-B\n");
+    // A's edit was never written nor truncated: its close commits nothing.
+    f.ops.flush(a, ha.fh).unwrap();
+    f.ops.release(a, ha.fh);
+    assert_eq!(f.text(d), "from-B\n", "A's close emptied B's text");
+}
+
+#[test]
+fn a_truncate_without_a_handle_takes_the_callers_newest_unwritten_edit() {
+    let f = fixture();
+    f.pool_with_record();
+    let d = "pool/k1/description";
+    f.echo_over(d, "old").unwrap();
+    let ino = f.ino(d);
+    let (a, b) = (pid(4001), pid(4002));
+    // B has an edit in progress (written), and A has one open, unwritten.
+    let hb1 = f.ops.open(b, ino, libc::O_WRONLY).unwrap();
+    f.ops.write(b, hb1.fh, 0, b"OLD", false).unwrap();
+    let ha = f.ops.open(a, ino, libc::O_WRONLY).unwrap();
+    // B opens again and truncates: only its newest handle, the unwritten one, is cut.
+    let hb2 = f.ops.open(b, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    f.ops.setattr(b, ino, TRUNCATE, None).unwrap();
+    assert_eq!(f.ops.read(hb1.fh, 0, 100).unwrap().as_slice(), b"OLD");
+    assert_eq!(f.ops.read(ha.fh, 0, 100).unwrap().as_slice(), b"old");
+    assert_eq!(f.ops.read(hb2.fh, 0, 100).unwrap().as_slice(), b"");
+    f.ops.release(b, hb1.fh);
+    assert_eq!(f.text(d), "OLD");
+    f.ops.write(b, hb2.fh, 0, b"new", false).unwrap();
+    f.ops.release(b, hb2.fh);
+    f.ops.release(a, ha.fh);
+    assert_eq!(f.text(d), "new");
+    // A caller with no edit open truncates the path: a change of its own, now; the edits
+    // other callers have open are left alone.
+    let ha = f.ops.open(a, ino, libc::O_WRONLY).unwrap();
+    f.ops.setattr(b, ino, TRUNCATE, None).unwrap();
+    assert_eq!(f.text(d), "");
+    assert_eq!(f.ops.read(ha.fh, 0, 100).unwrap().as_slice(), b"new");
+    f.ops.release(a, ha.fh);
+    assert_eq!(f.text(d), "");
+    // A caller whose edits are all written: its newest one takes the truncation (as its own
+    // open file would on any file system), to be committed with it.
+    let hb = f.ops.open(b, ino, libc::O_WRONLY).unwrap();
+    f.ops.write(b, hb.fh, 0, b"newer", false).unwrap();
+    let to_2 = SetAttr {
+        size: Some(2),
+        ..TRUNCATE
+    };
+    f.ops.setattr(b, ino, to_2, None).unwrap();
+    assert_eq!(f.ops.read(hb.fh, 0, 100).unwrap().as_slice(), b"ne");
+    assert_eq!(f.text(d), "", "not a change of its own");
+    f.ops.release(b, hb.fh);
+    assert_eq!(f.text(d), "ne");
+}
+
+#[test]
+fn description_writes_refuse_what_is_not_utf8_at_once() {
+    let f = fixture();
+    f.pool_with_record();
+    let d = "pool/k1/description";
+    f.echo_over(d, "kept\n").unwrap();
+    // `printf 'bad\xff\n' > description`: EINVAL from the write, the old text stays.
+    let r = f.write_pieces(d, &[b"bad\xff\n"]);
+    assert_eq!(r, [Err(libc::EINVAL)]);
+    assert_eq!(f.text(d), "kept\n");
+    let last = f.errors().pop().unwrap();
+    assert_eq!(
+        (last["operation"].as_str(), last["errno"].as_str()),
+        (Some("write"), Some("EINVAL"))
+    );
+    // A character split over writes (jq, cp in chunks) is accepted, up to 4 bytes of it.
+    let r = f.write_pieces(d, &[b"caf\xc3", b"\xa9 \xf0\x9f", b"\x94", b"\x91\n"]);
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    assert_eq!(f.text(d), "café 🔑\n");
+    // An incomplete character that the next write does not complete: EINVAL from that write.
+    let r = f.write_pieces(d, &[b"ab\xc3", b"x"]);
+    assert_eq!(r, [Ok(3), Err(libc::EINVAL)]);
+    assert_eq!(f.text(d), "café 🔑\n");
+    // A write that breaks a character of the text in the middle.
+    let ino = f.ino(d);
+    let o = f.ops.open(ME, ino, libc::O_WRONLY).unwrap();
+    assert_eq!(errno(f.ops.write(ME, o.fh, 4, b"x", false)), libc::EINVAL);
+    f.ops.release(ME, o.fh);
+    assert_eq!(f.text(d), "café 🔑\n");
+    // A tail left incomplete at the end: accepted by the write, EINVAL at the commit.
+    let r = f.write_pieces(d, &[b"caf\xc3"]);
+    assert_eq!(r, [Ok(4)]);
+    assert_eq!(f.text(d), "café 🔑\n");
+    let last = f.errors().pop().unwrap();
+    assert_eq!(
+        (last["operation"].as_str(), last["errno"].as_str()),
+        (Some("flush"), Some("EINVAL"))
+    );
+}
 #[test]
 fn create_takes_one_object_over_split_writes() {
     let f = fixture();
