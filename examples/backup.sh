@@ -183,8 +183,16 @@ say "released the freeze"
 # ---- verify the copy offline, then make it final --------------------------------------------
 
 # `kmsfs verify` wants the three files in one directory: copy them together in a scratch one
-# (copies, not symbolic links: kmsfs never follows a link in a data directory).
-verify_dir=$(mktemp -d "${TMPDIR:-/tmp}/kmsfs-verify.XXXXXX")
+# (copies, not symbolic links: kmsfs never follows a link in a data directory). The scratch
+# directory goes where the key files already are, so that they are never copied anywhere else
+# (not to $TMPDIR): beside the backup when they are kept with it, into KMSFS_KEYS_DIR when they
+# are kept apart, into the live data directory when they are not copied at all.
+case "$keys_dir" in
+    "")   verify_parent=$root ;;
+    none) verify_parent=$real_data ;;
+    *)    verify_parent=$keys_dir ;;
+esac
+verify_dir=$(mktemp -d "$verify_parent/.kmsfs-verify.XXXXXX")
 cp -- "$partial/KMS_DATA" "$verify_dir/KMS_DATA"
 for f in "${key_files[@]}"; do
     if [ -n "$keys_partial" ]; then
