@@ -112,6 +112,11 @@ fn an_aborted_daemon_leaves_no_core_and_says_it_is_not_dumpable() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["hardening"]["dumpable"], false, "{status}");
     assert_eq!(status["hardening"]["core_limit"], 0, "{status}");
+    // Root: the daemon's memory is locked, so no key ever reaches swap.
+    assert_eq!(status["hardening"]["memory_locked"], true, "{status}");
+    let vm = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+    let locked = vm.lines().find(|l| l.starts_with("VmLck:")).unwrap();
+    assert!(!locked.contains(" 0 kB"), "{locked}");
     // Seen from outside too: the shell's `ulimit -c unlimited` is undone.
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.child.id())).unwrap();
     let core = limits

@@ -112,6 +112,10 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         .audit_log
         .clone()
         .unwrap_or_else(|| crate::audit::default_path(&args.data_dir));
+    // Before the keys are loaded, so that no page holding one is ever swapped out.
+    if let Err(e) = crate::harden::lock_memory() {
+        log::warn!("{e}");
+    }
     let kms = Kms::open_audited(&args.data_dir, Some(&audit_log))?;
     if !args.mountpoint.exists() {
         std::fs::create_dir_all(&args.mountpoint).map_err(|e| {

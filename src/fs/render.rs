@@ -85,6 +85,8 @@ struct AuditJson {
 struct HardeningJson {
     dumpable: bool,
     core_limit: u64,
+    /// Whether the daemon's memory is locked (never swapped): `kmsfs mount` locks it.
+    memory_locked: bool,
 }
 
 pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
@@ -103,6 +105,7 @@ pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
             HardeningJson {
                 dumpable: h.dumpable,
                 core_limit: h.core_limit,
+                memory_locked: h.locked_bytes > 0,
             }
         },
         pending: v
