@@ -24,11 +24,26 @@ pub fn lock_memory() -> Result<(), String> {
     use nix::sys::mman::{mlockall, MlockAllFlags};
     let unlimited = getrlimit(Resource::RLIMIT_MEMLOCK)
         .is_ok_and(|(soft, _)| soft == nix::sys::resource::RLIM_INFINITY);
-    if !unlimited && !nix::unistd::geteuid().is_root() {
-        return Err("RLIMIT_MEMLOCK is limited and the daemon is not root: secrets may reach swap (use encrypted swap, or LimitMEMLOCK=infinity)".into());
+    // With a limit and no CAP_IPC_LOCK, MCL_FUTURE would make the first allocation past the
+    // limit fail later, and the daemon with it: better not to lock at all.
+    if !unlimited && !has_ipc_lock() {
+        return Err("memory is not locked: RLIMIT_MEMLOCK is limited and CAP_IPC_LOCK is missing, so secrets may reach swap (give CAP_IPC_LOCK or LimitMEMLOCK=infinity, or use encrypted swap)".into());
     }
     mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE)
         .map_err(|e| format!("cannot lock the daemon's memory: {e}: secrets may reach swap"))
+}
+
+/// Whether CAP_IPC_LOCK (bit 14) is in the effective set (root without it, in a unit whose
+/// bounding set leaves it out, is limited like anyone).
+fn has_ipc_lock() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 14) != 0)
 }
 
 /// What the process's protection is now, for `.status`.

@@ -304,7 +304,7 @@ fn unit_gives_the_service_no_mount_namespace_and_the_settings_it_needs() {
             "/usr/local/sbin/kmsfs mount --data-dir /var/lib/kmsfs /mnt/kms",
         ),
         ("NoNewPrivileges", "yes"),
-        ("CapabilityBoundingSet", "CAP_SYS_ADMIN"),
+        ("CapabilityBoundingSet", "CAP_SYS_ADMIN CAP_IPC_LOCK"),
         ("DevicePolicy", "closed"),
         ("DeviceAllow", "/dev/fuse rw"),
         ("LimitCORE", "0"),
@@ -425,8 +425,8 @@ fn daemon_works_within_the_units_restrictions() {
     let status = fs::read_to_string(format!("/proc/{}/status", m.pid())).unwrap();
     let bnd = status.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
     assert_eq!(
-        bnd, "CapBnd:\t0000000000200000",
-        "only CAP_SYS_ADMIN (bit 21)"
+        bnd, "CapBnd:\t0000000000204000",
+        "only CAP_SYS_ADMIN (bit 21) and CAP_IPC_LOCK (bit 14)"
     );
     let out = Command::new("bash")
         .arg("-c")
