@@ -32,7 +32,7 @@ pub struct ImportArgs {
 enum Target {
     /// Read only: a preview changes nothing, not even a crash's torn tail or the file modes,
     /// so it may also run beside a mount.
-    Preview(Keystore, Kpk),
+    Preview(Box<Keystore>, Kpk),
     /// Held exclusively (the directory lock), as the daemon would hold it.
     Live(Arc<Kms>),
 }
@@ -46,7 +46,7 @@ pub fn run_import(args: &ImportArgs) -> Result<(), CliError> {
     // The keystore is opened before the slow key derivation, so that a refusal comes at once.
     let target = if args.preview {
         let (_store, ks, kpk, _report) = Store::open(&args.data_dir, Access::ReadOnly)?;
-        Target::Preview(ks, kpk)
+        Target::Preview(Box::new(ks), kpk)
     } else {
         Target::Live(Kms::open(&args.data_dir).map_err(|e| in_use(&args.data_dir, e))?)
     };

@@ -57,27 +57,31 @@ impl From<KeyId> for String {
     }
 }
 
-/// Host master key: encrypts the body of KMS_DATA.
+/// Host master key: encrypts the body of KMS_DATA. Keeps its key schedule for its whole life
+/// (see `aead::cipher`).
 #[derive(Clone)]
-pub struct Hmk(SecretKey32);
+pub struct Hmk(SecretKey32, std::sync::Arc<aes_gcm::Aes256Gcm>);
 
 /// Key protection key: wraps each record's key material, bound to the record's tag.
 #[derive(Clone)]
-pub struct Kpk(SecretKey32);
+pub struct Kpk(SecretKey32, std::sync::Arc<aes_gcm::Aes256Gcm>);
 
 macro_rules! common_key_impl {
     ($ty:ident, $label:literal) => {
         impl $ty {
             pub fn random() -> Self {
-                $ty(SecretKey32::random())
+                $ty::from_secret(SecretKey32::random())
             }
 
             pub fn from_secret(key: SecretKey32) -> Self {
-                $ty(key)
+                // Built straight into its shared allocation: moving a schedule out of a Box
+                // would leave an unwiped copy behind.
+                let cipher = std::sync::Arc::new(aead::cipher(&key));
+                $ty(key, cipher)
             }
 
             pub fn derive(pass: &Passphrase, params: &KdfParams) -> Result<Self, CryptoError> {
-                params.derive_key32(pass).map($ty)
+                params.derive_key32(pass).map($ty::from_secret)
             }
 
             pub fn id(&self) -> KeyId {
@@ -102,11 +106,11 @@ common_key_impl!(Kpk, b"kpk");
 
 impl Hmk {
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-        aead::seal(&self.0, plaintext, aad)
+        aead::seal_with(&self.1, plaintext, aad)
     }
 
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        aead::open(&self.0, sealed, aad)
+        aead::open_with(&self.1, sealed, aad)
     }
 }
 
@@ -116,11 +120,11 @@ fn wrap_aad(key_tag: &str) -> Vec<u8> {
 
 impl Kpk {
     pub fn wrap(&self, key: &KeyMaterial, key_tag: &str) -> Vec<u8> {
-        aead::seal(&self.0, key.expose(), &wrap_aad(key_tag))
+        aead::seal_with(&self.1, key.expose(), &wrap_aad(key_tag))
     }
 
     pub fn unwrap(&self, wrapped: &[u8], key_tag: &str) -> Result<KeyMaterial, CryptoError> {
-        let mut plain = aead::open(&self.0, wrapped, &wrap_aad(key_tag))?;
+        let mut plain = aead::open_with(&self.1, wrapped, &wrap_aad(key_tag))?;
         // Moving the Vec out hands its buffer to KeyMaterial without an unwiped copy.
         Ok(KeyMaterial::from_vec(std::mem::take(&mut *plain)))
     }
