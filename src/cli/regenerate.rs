@@ -1,9 +1,9 @@
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{prompt_passphrase, read_passphrase_file, CliError};
 use crate::crypto::{Hmk, KdfParams, KeyFileKind, KeyId, Kpk, Passphrase, SecretKey32};
-use crate::store;
+use crate::store::{self, DirLock, StoreError};
 
 #[derive(Args, Debug)]
 pub struct RegenerateArgs {
@@ -20,8 +20,13 @@ pub struct RegenerateArgs {
 
 /// Rebuilds a lost or damaged key file of a passphrase-derived keystore. The derived key must
 /// have the id that KMS_DATA's header records, so a wrong passphrase never writes a file.
+/// Refused while a daemon holds the keystore (the directory lock): a key file replaced under
+/// a live mount, above all a frozen one, would break what the freeze promises (the backup
+/// set unchanged and read-only). The lock is held until the files are written, so no mount
+/// starts meanwhile.
 pub fn run_regenerate(args: &RegenerateArgs) -> Result<(), CliError> {
     let header = store::read_header(&args.data_dir)?;
+    let _lock = DirLock::acquire(&args.data_dir).map_err(|e| in_use(&args.data_dir, e))?;
     let mut wanted: Vec<(KeyFileKind, Passphrase)> = Vec::new();
     if let Some(p) = &args.hmk_passphrase_file {
         wanted.push((KeyFileKind::Hmk, read_passphrase_file(p)?));
@@ -79,5 +84,17 @@ fn key_id(kind: KeyFileKind, secret: &SecretKey32) -> KeyId {
     match kind {
         KeyFileKind::Hmk => Hmk::from_secret(secret.clone()).id(),
         KeyFileKind::Kpk => Kpk::from_secret(secret.clone()).id(),
+    }
+}
+
+/// A running daemon holds the directory lock; say so as `import` does.
+fn in_use(dir: &Path, e: StoreError) -> CliError {
+    match e {
+        StoreError::Locked { pid, .. } => CliError(format!(
+            "{} is in use by a running kmsfs{}: unmount it first",
+            dir.display(),
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        )),
+        other => other.into(),
     }
 }

@@ -9,6 +9,10 @@
 //! ```
 //! Every frame's associated data is the header's digest and the frame's sequence number, so
 //! an altered header, a reordered, dropped-from-the-middle or transplanted frame fails to open.
+//!
+//! After the last whole frame, only what a crash during an append can leave is a torn tail
+//! (`is_torn_tail` says exactly what: the frame cut short, or zeros to the end of the file
+//! from the frame's start or a 512-byte boundary after it); anything else there is damage.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -159,9 +163,10 @@ pub fn encode_file(hmk: &Hmk, header: &Header, ks: &Keystore) -> Vec<u8> {
     out
 }
 
-/// Authenticates and replays the whole file. A frame cut short at the very end is what a
-/// crash during an append leaves: it is reported as `torn_tail`, never applied. Any complete
-/// frame that fails to open, any gap in the sequence, is damage.
+/// Authenticates and replays the whole file. What follows the last whole frame is the
+/// `torn_tail` (never applied) only if a crash during an append can have left it (see
+/// `is_torn_tail`); any other tail, any complete frame that fails to open, any gap in the
+/// sequence, is damage.
 pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
     let parsed = decode_header(bytes)?;
     let mut at = parsed.len;
@@ -169,29 +174,47 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
     let mut keystore: Option<Keystore> = None;
     while at < bytes.len() {
         let rest = &bytes[at..];
+        let torn = || is_torn_tail(rest, seq, at as u64);
         if rest.len() < FRAME_PREFIX {
-            break;
+            if torn() {
+                break;
+            }
+            return Err(format!(
+                "frame {seq} at byte {at}: the file ends with {} bytes that are not the start of a frame",
+                rest.len()
+            ));
         }
         let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
         let check = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
         if check != !len || len > MAX_FRAME {
+            if torn() {
+                break;
+            }
             return Err(format!("frame {seq} at byte {at}: damaged length field"));
         }
         let stored_seq = u64::from_le_bytes(rest[8..16].try_into().expect("8 bytes"));
         let end = FRAME_PREFIX + len as usize;
-        if rest.len() < end {
-            break;
-        }
         if stored_seq != seq {
+            if rest.len() <= end && torn() {
+                break;
+            }
             return Err(format!(
                 "frame at byte {at} has sequence {stored_seq}, expected {seq}: frames were reordered or removed"
             ));
         }
-        let plain = hmk
-            .open(&rest[FRAME_PREFIX..end], &aad(&parsed.digest, seq))
-            .map_err(|_| {
-                format!("frame {seq} at byte {at} fails authentication: the file was altered or damaged")
-            })?;
+        if rest.len() < end {
+            // The length and the sequence number are those of the next frame: cut short.
+            break;
+        }
+        let plain = match hmk.open(&rest[FRAME_PREFIX..end], &aad(&parsed.digest, seq)) {
+            Ok(plain) => plain,
+            Err(_) if rest.len() == end && torn() => break,
+            Err(_) => {
+                return Err(format!(
+                    "frame {seq} at byte {at} fails authentication: the file was altered or damaged"
+                ))
+            }
+        };
         let payload: Payload = serde_json::from_slice(&plain)
             .map_err(|e| format!("frame {seq} is not readable: {e}"))?;
         match (payload, keystore.as_mut()) {
@@ -223,6 +246,59 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
         valid_len: at as u64,
         torn_tail: (bytes.len() - at) as u64,
     })
+}
+
+/// Whether `tail`, the bytes after the last whole frame (starting at byte `at` of the file,
+/// where frame `seq` would begin), is what a crash during the append of frame `seq` can
+/// leave. An append is one write of the frame at the end of the file, then `fdatasync`; a
+/// crash before the sync completes can leave:
+///
+/// 1. an incomplete frame prefix: the first bytes of the frame, then nothing (the file
+///    size covers only what was written): the length field, its complement and the
+///    sequence number, as far as the tail holds them, are those of frame `seq`, and the
+///    tail is shorter than the frame they announce;
+/// 2. zeros from some point to the end of the file: the file size was extended but the
+///    data never reached the disk (XFS, ext4 `data=writeback`), and what was not written
+///    reads as zeros. Unwritten space is whole blocks, so the zeros start at the frame
+///    itself (`at`) or at a multiple of 512 bytes of the file (the smallest block of any
+///    Linux file system); what comes before them is an incomplete frame prefix as in 1 (it
+///    may be the whole length of the frame: then it does not authenticate), and the tail is
+///    no longer than the frame whose length field it holds.
+///
+/// Anything else is damage: a tail that is not the start of frame `seq`, zeros followed by
+/// other bytes, zeros starting inside a block, or more bytes than the frame announces.
+/// Cutting a tail of these shapes from a file is the same as cutting whole frames off its
+/// end, which cannot be detected from the file alone either.
+fn is_torn_tail(tail: &[u8], seq: u64, at: u64) -> bool {
+    // 1: the tail as it is (zeros in it may be bytes of the frame) begins frame `seq`.
+    if announced_len(tail, seq).is_some_and(|frame_len| tail.len() < frame_len) {
+        return true;
+    }
+    // 2: what precedes the zeros begins frame `seq`, and the zeros start at a block.
+    let written = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let zeros_from = at + written as u64;
+    written < tail.len()
+        && (written == 0 || zeros_from % 512 == 0)
+        && announced_len(&tail[..written], seq).is_some_and(|frame_len| tail.len() <= frame_len)
+}
+
+/// If `bytes` can be the first bytes of frame `seq` (its length field, the complement and the
+/// sequence number as far as `bytes` holds them), the length of that frame (the largest a
+/// frame may have while `bytes` does not hold the whole length field).
+fn announced_len(bytes: &[u8], seq: u64) -> Option<usize> {
+    if bytes.len() < 4 {
+        return Some(FRAME_PREFIX + MAX_FRAME as usize);
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    if len > MAX_FRAME {
+        return None;
+    }
+    let mut prefix = [0u8; FRAME_PREFIX];
+    prefix[0..4].copy_from_slice(&len.to_le_bytes());
+    prefix[4..8].copy_from_slice(&(!len).to_le_bytes());
+    prefix[8..16].copy_from_slice(&seq.to_le_bytes());
+    let n = bytes.len().min(FRAME_PREFIX);
+    (bytes[..n] == prefix[..n]).then_some(FRAME_PREFIX + len as usize)
 }
 
 #[cfg(test)]
@@ -303,6 +379,53 @@ mod tests {
             let l = decode_file(&hmk, &bytes[..bytes.len() - cut]).unwrap();
             assert_eq!(l.keystore.group_count(), 2);
             assert_eq!(l.valid_len + l.torn_tail, whole.valid_len - cut as u64);
+        }
+    }
+
+    #[test]
+    fn zeros_after_the_last_frame_or_from_a_block_on_are_a_torn_tail() {
+        let hmk = Hmk::random();
+        let bytes = sample(&hmk);
+        let whole = decode_file(&hmk, &bytes).unwrap();
+        for n in [1, 15, 16, 17, 600, 5000] {
+            let mut b = bytes.clone();
+            b.resize(bytes.len() + n, 0);
+            let l = decode_file(&hmk, &b).unwrap();
+            assert_eq!(
+                (l.valid_len, l.torn_tail),
+                (whole.valid_len, n as u64),
+                "{n}"
+            );
+            assert_eq!(l.keystore.group_count(), 3);
+        }
+        // The last append's size reached the disk but its data only up to a block boundary
+        // (or none of it): zeros from there to the end.
+        let last = decode_file(&hmk, &bytes[..bytes.len() - 1])
+            .unwrap()
+            .valid_len as usize;
+        let blocks = (last.next_multiple_of(512)..bytes.len()).step_by(512);
+        for from in std::iter::once(last).chain(blocks) {
+            let mut b = bytes.clone();
+            b[from..].fill(0);
+            let l = decode_file(&hmk, &b).unwrap_or_else(|e| panic!("zeros from {from}: {e}"));
+            assert_eq!((l.valid_len, l.keystore.group_count()), (last as u64, 2));
+        }
+    }
+
+    #[test]
+    fn any_other_tail_is_damage() {
+        let hmk = Hmk::random();
+        let bytes = sample(&hmk);
+        let tails: [&[u8]; 4] = [
+            b"garbage!",
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[0xff; 20],
+            &[7; 3000],
+        ];
+        for tail in tails {
+            let mut b = bytes.clone();
+            b.extend_from_slice(tail);
+            assert!(decode_file(&hmk, &b).is_err(), "{tail:?}");
         }
     }
 

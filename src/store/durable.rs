@@ -25,7 +25,7 @@ pub fn replace_file(
     bytes: &[u8],
     mode: u32,
 ) -> std::io::Result<(File, std::io::Result<()>)> {
-    let tmp = format!(".{name}.tmp");
+    let tmp = temp_name(name);
     // The remains of an interrupted write (or anything planted there: a link is removed, not
     // followed; the create below refuses whatever is still in the way).
     let _ = dir.remove(&tmp);
@@ -39,6 +39,25 @@ pub fn replace_file(
         return Err(e);
     }
     Ok((f, dir.sync()))
+}
+
+/// The temporary name under which `name` is written before it is renamed into place.
+pub fn temp_name(name: &str) -> String {
+    format!(".{name}.tmp")
+}
+
+/// Writes `bytes` to `name`'s temporary name (see `temp_name`) and fsyncs it, for the caller
+/// to rename into place once everything it writes is durable. On failure nothing is left.
+pub fn write_temp(dir: &DataDir, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<String> {
+    let tmp = temp_name(name);
+    let _ = dir.remove(&tmp);
+    let mut f = dir.create_new(&tmp, mode)?;
+    if let Err(e) = f.write_all(bytes).and_then(|_| f.sync_all()) {
+        drop(f);
+        let _ = dir.remove(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
 }
 
 /// Sets an open file's mode and makes the change durable (a frozen backup set must stay

@@ -159,18 +159,68 @@ pub fn init(dir: &Path, opts: InitOptions) -> Result<InitReport, StoreError> {
         kpk_kdf: kpk_kdf.clone(),
         created: Timestamp::now(),
     };
-    write_key_file_in(&d, KeyFileKind::Hmk, hmk.secret())?;
-    write_key_file_in(&d, KeyFileKind::Kpk, kpk.secret())?;
+    let hmk_bytes = zeroize::Zeroizing::new(encode_key_file(KeyFileKind::Hmk, hmk.secret()));
+    let kpk_bytes = zeroize::Zeroizing::new(encode_key_file(KeyFileKind::Kpk, kpk.secret()));
+    let data_bytes = datafile::encode_file(&hmk, &header, &Keystore::new());
     // KMS_DATA last: its presence is what makes the directory a keystore.
-    let bytes = datafile::encode_file(&hmk, &header, &Keystore::new());
-    durable::write_atomically(&d, DATA_FILE, &bytes, FILE_MODE)
-        .map_err(StoreError::io(format!("cannot write {DATA_FILE}")))?;
+    write_all_or_nothing(
+        &d,
+        &[
+            (KeyFileKind::Hmk.file_name(), &hmk_bytes[..]),
+            (KeyFileKind::Kpk.file_name(), &kpk_bytes[..]),
+            (DATA_FILE, &data_bytes[..]),
+        ],
+    )?;
     Ok(InitReport {
         hmk_id: header.hmk_id.to_string(),
         kpk_id: header.kpk_id.to_string(),
         hmk_derived: hmk_kdf.is_some(),
         kpk_derived: kpk_kdf.is_some(),
     })
+}
+
+/// Creates the files `files` (none of which exists) all or none: each is written under its
+/// temporary name and fsynced, and only once all are durable are they renamed into place, in
+/// order, and the directory fsynced. On any failure whatever was written or renamed is
+/// removed, so a full disk leaves the directory as it was (`init` can simply be run again).
+fn write_all_or_nothing(dir: &DataDir, files: &[(&'static str, &[u8])]) -> Result<(), StoreError> {
+    let mut temps: Vec<String> = Vec::new();
+    let mut placed: Vec<&'static str> = Vec::new();
+    let mut result = Ok(());
+    for (name, bytes) in files {
+        match durable::write_temp(dir, name, bytes, FILE_MODE) {
+            Ok(tmp) => temps.push(tmp),
+            Err(e) => {
+                result = Err(StoreError::io(format!("cannot write {name}"))(e));
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        for ((name, _), tmp) in files.iter().zip(&temps) {
+            if let Err(e) = dir.rename(tmp, name) {
+                result = Err(StoreError::io(format!("cannot rename {tmp} to {name}"))(e));
+                break;
+            }
+            placed.push(name);
+        }
+    }
+    if result.is_ok() {
+        result = dir
+            .sync()
+            .map_err(StoreError::io("cannot sync the data directory"));
+    }
+    if result.is_err() {
+        // KMS_DATA first: without it the directory holds no keystore, whatever else remains.
+        for name in placed.iter().rev() {
+            let _ = dir.remove(name);
+        }
+        for tmp in &temps {
+            let _ = dir.remove(tmp);
+        }
+        let _ = dir.sync();
+    }
+    result
 }
 
 type Derive<K> = fn(&Passphrase, &KdfParams) -> Result<K, crate::crypto::CryptoError>;
