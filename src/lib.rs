@@ -21,6 +21,9 @@ pub mod audit;
 pub mod cli;
 pub mod crypto;
 pub mod fs;
+// Only for the `cargo fuzz` targets in fuzz/ (and their regression tests): not an API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod harden;
 pub mod keystore;
 pub mod service;

@@ -41,7 +41,8 @@ pub enum KeystoreError {
     CrossGroupMove,
     #[error("description too long ({len} bytes; at most {max})")]
     DescriptionTooLong { len: usize, max: usize },
-    #[error("a period runs from 1 s to {max} s, not {secs} s")]
+    // The value asked for is not shown: it is computed from what was written.
+    #[error("a period runs from 1 s to {max} s (100 years)")]
     PeriodOutOfRange { secs: u64, max: u64 },
     #[error("key material of {len} bytes does not fit cipher {cipher} ({expected} bytes)")]
     KeyLengthMismatch {

@@ -60,6 +60,8 @@ pub struct ParsedHeader {
 }
 
 /// What a well-formed file holds.
+// No Debug: it holds the whole keystore, whose printout helps no one.
+#[allow(missing_debug_implementations)]
 pub struct Loaded {
     pub parsed: ParsedHeader,
     pub keystore: Keystore,

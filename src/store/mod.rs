@@ -10,7 +10,7 @@
 //! (the daemon, `init`, `regenerate`, `import`) also refuses a directory or a backing file
 //! that another user owns; reading a copy (`verify`, `export`) does not ask who owns it.
 
-mod datafile;
+pub(crate) mod datafile;
 mod dir;
 mod durable;
 mod error;

@@ -21,9 +21,16 @@ const PREFIX_LEN: usize = MAGIC.len() + 2 + 4;
 /// A real header is about 200 bytes; a larger length field can only be damage.
 const MAX_HEADER_LEN: usize = 64 * 1024;
 // Tighter than what KMS_DATA accepts: these come from a file that may have travelled, and an
-// edited header must not make the import allocate gigabytes before it fails.
-const MAX_M_COST_KIB: u32 = 1024 * 1024;
-const MAX_T_COST: u32 = 16;
+// edited header must not make the import allocate gigabytes, or spend minutes, before it
+// fails (the key is derived before anything can be authenticated). `seal` always writes the
+// defaults (64 MiB, 3 passes, 1 lane); the bounds allow 4 times their memory and 4 times
+// their work (memory times passes: about a second), and no more. The earlier bounds (1 GiB,
+// 16 passes) let a hostile header demand 1 GiB and about 85 times the default work.
+pub(crate) const MAX_M_COST_KIB: u32 = 4 * KdfParams::DEFAULT_M_COST_KIB;
+pub(crate) const MAX_T_COST: u32 = 16;
+/// Memory times passes, in KiB: what the derivation costs in time.
+pub(crate) const MAX_KDF_WORK: u64 =
+    4 * KdfParams::DEFAULT_M_COST_KIB as u64 * KdfParams::DEFAULT_T_COST as u64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +48,7 @@ pub fn seal(pass: &Passphrase, body: &ExportBody) -> Result<Vec<u8>, TransferErr
     seal_with(&header, pass, body)
 }
 
-fn seal_with(
+pub(crate) fn seal_with(
     header: &ContainerHeader,
     pass: &Passphrase,
     body: &ExportBody,
@@ -80,7 +87,7 @@ pub fn open(
 }
 
 /// The plain header and the length of the associated data (everything before the nonce).
-fn decode_header(bytes: &[u8]) -> Result<(ContainerHeader, usize), TransferError> {
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<(ContainerHeader, usize), TransferError> {
     if bytes.len() < PREFIX_LEN || &bytes[..MAGIC.len()] != MAGIC {
         return Err(TransferError::NotAContainer);
     }
@@ -97,7 +104,11 @@ fn decode_header(bytes: &[u8]) -> Result<(ContainerHeader, usize), TransferError
     let end = PREFIX_LEN + json_len;
     let header: ContainerHeader =
         serde_json::from_slice(&bytes[PREFIX_LEN..end]).map_err(|_| TransferError::Altered)?;
-    if header.kdf.m_cost_kib > MAX_M_COST_KIB || header.kdf.t_cost > MAX_T_COST {
+    let work = u64::from(header.kdf.m_cost_kib) * u64::from(header.kdf.t_cost);
+    if header.kdf.m_cost_kib > MAX_M_COST_KIB
+        || header.kdf.t_cost > MAX_T_COST
+        || work > MAX_KDF_WORK
+    {
         return Err(TransferError::Altered);
     }
     Ok((header, end))
@@ -211,6 +222,56 @@ mod tests {
             open(&edited, &pass("pw")),
             Err(TransferError::Altered)
         ));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    /// The bounds: the defaults `seal` writes pass; more than 4 times their memory, or their
+    /// work (memory times passes), is refused before the derivation starts.
+    #[test]
+    fn kdf_bounds_admit_the_defaults_and_refuse_costly_headers() {
+        let with = |m_cost_kib: u32, t_cost: u32| ContainerHeader {
+            kdf: KdfParams {
+                m_cost_kib,
+                t_cost,
+                ..KdfParams::with_fresh_salt()
+            },
+            created: Timestamp(1),
+        };
+        let framed = |h: &ContainerHeader| {
+            let json = serde_json::to_vec(h).unwrap();
+            let mut b = MAGIC.to_vec();
+            b.extend_from_slice(&CONTAINER_VERSION.to_le_bytes());
+            b.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            b.extend_from_slice(&json);
+            b.extend_from_slice(&[0; 28]);
+            b
+        };
+        let d = KdfParams::with_fresh_salt();
+        for (m, t) in [
+            (d.m_cost_kib, d.t_cost),
+            (MAX_M_COST_KIB, 3),
+            (8, MAX_T_COST),
+            (MAX_M_COST_KIB / 4, 12),
+        ] {
+            assert!(decode_header(&framed(&with(m, t))).is_ok(), "{m} KiB x {t}");
+        }
+        let start = std::time::Instant::now();
+        for (m, t) in [
+            (MAX_M_COST_KIB + 1, 1),
+            (8, MAX_T_COST + 1),
+            (MAX_M_COST_KIB, 4),
+            (MAX_M_COST_KIB / 4, 13),
+            (1024 * 1024, 16),
+            (u32::MAX, u32::MAX),
+        ] {
+            assert!(
+                matches!(
+                    open(&framed(&with(m, t)), &pass("pw")),
+                    Err(TransferError::Altered)
+                ),
+                "{m} KiB x {t}"
+            );
+        }
         assert!(start.elapsed() < std::time::Duration::from_secs(1));
     }
 

@@ -8,7 +8,7 @@
 //! - `plan`: the changes an import makes, and the report of what it does.
 
 mod body;
-mod container;
+pub(crate) mod container;
 mod error;
 mod export;
 mod file;
