@@ -173,7 +173,8 @@ impl Kms {
         }
     }
 
-    /// A key about to be handed out (`Ok`), or refused: the line comes first.
+    /// A key about to be handed out (`Ok`), or refused: the line is written first (a change's
+    /// line is also synced first; a read's is not, see below).
     pub(super) fn audit_key(
         &self,
         tag: &KeyTag,
@@ -197,9 +198,12 @@ impl Kms {
         };
         let caller = actor();
         match refusal {
+            // Written before the key is handed out, so a crash of the daemon cannot lose it;
+            // not synced: a read changes nothing on disk, and a backup job reading many keys
+            // should not pay an fdatasync per key. The next change's sync (or the kernel's
+            // writeback) makes it durable.
             None => log
                 .append(&event(&caller, &a, Verdict::Allowed))
-                .and_then(|()| log.sync())
                 .map_err(|e| KmsError::Audit(e.to_string())),
             Some(e) => {
                 let reason = e.to_string();
