@@ -84,8 +84,11 @@ fn about(ks: &Keystore, change: &Change) -> About {
     };
     match change {
         Change::CreateGroup { name, .. } => About {
+            op: "create group",
             group: Some(name.to_string()),
-            ..g("create group", &crate::keystore::GroupTag::random())
+            record: None,
+            tag: None,
+            new_name: None,
         },
         Change::RenameGroup { tag, name, .. } => About {
             new_name: Some(name.to_string()),
@@ -183,19 +186,7 @@ impl Kms {
         let Some(log) = &self.audit else {
             return Ok(());
         };
-        let a = {
-            let ks = self.read();
-            let r = ks.record(tag);
-            About {
-                op: "open key",
-                group: r
-                    .and_then(|r| ks.group(&r.group))
-                    .map(|g| g.name.to_string()),
-                record: r.map(|r| r.name.to_string()),
-                tag: Some(tag.clone()),
-                new_name: None,
-            }
-        };
+        let a = self.key_about(tag);
         let caller = actor();
         match refusal {
             // Written before the key is handed out, so a crash of the daemon cannot lose it;
@@ -217,24 +208,24 @@ impl Kms {
     /// refusal, best effort.
     pub fn audit_key_refusal(&self, tag: &KeyTag, reason: &str) {
         if let Some(log) = &self.audit {
-            let (group, record) = {
-                let ks = self.read();
-                let r = ks.record(tag);
-                (
-                    r.and_then(|r| ks.group(&r.group))
-                        .map(|g| g.name.to_string()),
-                    r.map(|r| r.name.to_string()),
-                )
-            };
-            let a = About {
-                op: "open key",
-                group,
-                record,
-                tag: Some(tag.clone()),
-                new_name: None,
-            };
+            let a = self.key_about(tag);
             let caller = actor();
             let _ = log.append(&event(&caller, &a, Verdict::Refused(reason)));
+        }
+    }
+
+    /// An `open key` event about the record `tag`, named as the keystore names it now.
+    fn key_about(&self, tag: &KeyTag) -> About {
+        let ks = self.read();
+        let r = ks.record(tag);
+        About {
+            op: "open key",
+            group: r
+                .and_then(|r| ks.group(&r.group))
+                .map(|g| g.name.to_string()),
+            record: r.map(|r| r.name.to_string()),
+            tag: Some(tag.clone()),
+            new_name: None,
         }
     }
 
