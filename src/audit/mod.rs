@@ -77,7 +77,7 @@ pub use event::{Caller, Event, Verdict};
 pub use key::AuditKey;
 pub use line::MAX_LINE;
 pub use verify::{verify, Report, VerifyError};
-pub use writer::AuditLog;
+pub use writer::{AuditLog, SYNC_EVERY};
 
 use std::path::{Path, PathBuf};
 

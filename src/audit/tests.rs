@@ -681,3 +681,79 @@ fn the_log_can_be_shared_between_threads() {
     shared::<AuditLog>();
     shared::<AuditKey>();
 }
+
+#[test]
+fn unsaved_lines_are_handed_out_until_saved_or_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, log) = log_with(dir.path(), 3);
+    let (unsaved, last) = log.unsaved();
+    assert_eq!(unsaved, lines(&path));
+    assert_eq!(last, 3);
+    log.saved_through(2);
+    let (unsaved, last) = log.unsaved();
+    assert_eq!(unsaved, lines(&path)[2..]);
+    assert_eq!(last, 3);
+    append_n(&log, 1);
+    log.saved_through(3);
+    assert_eq!(log.unsaved().0, lines(&path)[3..]);
+    log.sync().unwrap();
+    assert_eq!(log.unsaved(), (Vec::new(), 0));
+}
+
+#[test]
+fn the_log_syncs_itself_before_too_much_is_unsaved() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, log) = log_with(dir.path(), 0);
+    let mut most = 0;
+    for _ in 0..(2 * SYNC_EVERY / 200) {
+        append_n(&log, 1);
+        let bytes: usize = log.unsaved().0.iter().map(|l| l.len() + 1).sum();
+        assert!(bytes < SYNC_EVERY, "{bytes}");
+        most = most.max(bytes);
+    }
+    assert!(most > SYNC_EVERY / 2, "it synced far too often: {most}");
+}
+
+#[test]
+fn restore_puts_back_what_a_crash_took_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, log) = log_with(dir.path(), 5);
+    let all = lines(&path);
+    drop(log);
+    // The crash kept the first two lines only.
+    let keep: String = all[..2].iter().map(|l| format!("{l}\n")).collect();
+    fs::write(&path, keep).unwrap();
+    let log = AuditLog::open(&path, key()).unwrap();
+    assert_eq!(log.restore(&all[1..]).unwrap(), 3);
+    assert_eq!(lines(&path), all);
+    assert_eq!(log.next_seq(), 6);
+    // Nothing more to do a second time, and the chain goes on.
+    assert_eq!(log.restore(&all).unwrap(), 0);
+    append_n(&log, 1);
+    drop(log);
+    verify(std::slice::from_ref(&path), Some(&key())).unwrap();
+}
+
+#[test]
+fn restore_never_forges_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, log) = log_with(dir.path(), 4);
+    let all = lines(&path);
+    drop(log);
+    // The log was moved aside: a new file starts a new chain; old lines do not continue it.
+    fs::rename(&path, dir.path().join("aside")).unwrap();
+    let log = AuditLog::open(&path, key()).unwrap();
+    assert_eq!(log.restore(&all[2..]).unwrap(), 0);
+    assert!(lines(&path).is_empty());
+    // A gap: lines 3 and 4 cannot follow line 1.
+    fs::write(&path, format!("{}\n", all[0])).unwrap();
+    let log = AuditLog::open(&path, key()).unwrap();
+    assert_eq!(log.restore(&all[2..]).unwrap(), 0);
+    // A line under another key is not put back.
+    fs::write(&path, format!("{}\n", all[0])).unwrap();
+    let other = AuditLog::open(&path, key()).unwrap();
+    let mut forged = all[1].clone();
+    forged = forged.replace("\"uid\":1000", "\"uid\":0");
+    assert_eq!(other.restore(&[forged]).unwrap(), 0);
+    assert_eq!(lines(&path), all[..1]);
+}

@@ -27,7 +27,17 @@ struct State {
     /// A length to cut the file back to before the next write: set when cutting back a failed
     /// write failed too, so that a partial line never has a line appended after it.
     cut_to: Option<u64>,
+    /// Lines written but durable nowhere yet, oldest first: the next KMS_DATA frame carries
+    /// them (`unsaved`), or the next fdatasync of the log makes them durable.
+    unsaved: Vec<(u64, Vec<u8>)>,
+    /// Bytes written since the log's last fdatasync: bounded by `SYNC_EVERY`.
+    unsynced_bytes: usize,
 }
+
+/// The log syncs itself once this many bytes were written since its last sync, so that the
+/// lines a crash can take from it are never more than this (plus one line), and KMS_DATA's
+/// copy of them (`Store::audit_tail`) need not be longer than twice this.
+pub const SYNC_EVERY: usize = 256 * 1024;
 
 /// An open audit log. Every method takes `&self`; appends are serialized by a mutex, so the
 /// order of the chain is the order of the file.
@@ -72,6 +82,8 @@ impl AuditLog {
                 head,
                 failing: None,
                 cut_to: None,
+                unsaved: Vec::new(),
+                unsynced_bytes: 0,
             }),
         })
     }
@@ -114,11 +126,17 @@ impl AuditLog {
         buf.push(b'\n');
         match write_line(&self.path, &st.file, &buf, &mut st.cut_to) {
             Ok(()) => {
+                let seq = st.head.next_seq;
                 st.head = Head {
-                    next_seq: st.head.next_seq + 1,
+                    next_seq: seq + 1,
                     prev: line::hash(&line),
                 };
                 st.failing = None;
+                st.unsynced_bytes += buf.len();
+                st.unsaved.push((seq, line));
+                if st.unsynced_bytes >= SYNC_EVERY {
+                    self.sync_locked(st)?;
+                }
                 Ok(())
             }
             Err(e) => {
@@ -130,15 +148,92 @@ impl AuditLog {
 
     /// fdatasync: every line appended so far is on disk when this returns Ok.
     pub fn sync(&self) -> Result<(), AuditError> {
-        let mut st = self.lock();
+        self.sync_locked(&mut self.lock())
+    }
+
+    fn sync_locked(&self, st: &mut State) -> Result<(), AuditError> {
         match st.file.sync_data() {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                st.unsaved.clear();
+                st.unsynced_bytes = 0;
+                Ok(())
+            }
             Err(e) => {
                 let e = AuditError::io(&self.path, "cannot sync")(e);
                 st.failing = Some(e.to_string());
                 Err(e)
             }
         }
+    }
+
+    /// The lines written since the log's last sync that no KMS_DATA frame carries yet, for
+    /// the next frame to carry (so that one fdatasync, KMS_DATA's, makes a change and every
+    /// line before it durable), with the `seq` of the last of them.
+    pub fn unsaved(&self) -> (Vec<String>, u64) {
+        let st = self.lock();
+        let last = st.unsaved.last().map_or(0, |(seq, _)| *seq);
+        let lines = st
+            .unsaved
+            .iter()
+            .map(|(_, l)| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        (lines, last)
+    }
+
+    /// The lines up to `seq` are durable elsewhere (in a synced KMS_DATA frame).
+    pub fn saved_through(&self, seq: u64) {
+        self.lock().unsaved.retain(|(s, _)| *s > seq);
+    }
+
+    /// Puts back the lines a crash took from the end of the log before they were synced, from
+    /// the copies KMS_DATA's frames carry (oldest first). Lines the file already holds are
+    /// skipped; the others must continue the chain where the file ends, each in turn (a line
+    /// that does not, because the log was moved aside or replaced, ends the repair with a
+    /// warning: `audit verify` shows the gap). Returns how many lines were put back; they are
+    /// synced before it returns.
+    pub fn restore(&self, lines: &[String]) -> Result<usize, AuditError> {
+        let mut st = self.lock();
+        let st = &mut *st;
+        let mut restored = 0;
+        for line in lines {
+            let bytes = line.as_bytes();
+            let Ok(link) = line::parse(bytes, Some(&self.key)) else {
+                log::warn!(
+                    "audit log {}: a line KMS_DATA carries does not verify; not restored",
+                    self.path.display()
+                );
+                break;
+            };
+            if link.seq < st.head.next_seq {
+                continue;
+            }
+            if link.seq != st.head.next_seq || link.prev != st.head.prev {
+                log::warn!(
+                    "audit log {}: ends at seq {}, but the lines KMS_DATA carries continue from seq {}: the file was moved aside or replaced; not restoring them",
+                    self.path.display(),
+                    st.head.next_seq - 1,
+                    link.seq
+                );
+                break;
+            }
+            let mut buf = Vec::with_capacity(bytes.len() + 1);
+            buf.extend_from_slice(bytes);
+            buf.push(b'\n');
+            write_line(&self.path, &st.file, &buf, &mut st.cut_to)?;
+            st.head = Head {
+                next_seq: link.seq + 1,
+                prev: line::hash(bytes),
+            };
+            restored += 1;
+        }
+        if restored > 0 {
+            log::warn!(
+                "audit log {}: put back {restored} lines a crash took from its end (KMS_DATA held them)",
+                self.path.display()
+            );
+            self.sync_locked(st)?;
+        }
+        Ok(restored)
     }
 
     /// Ok while the log can be written; otherwise why the last append or sync failed.
@@ -172,11 +267,15 @@ impl AuditLog {
             }
         }
         // The old file (now rotated) is complete on disk before lines go elsewhere.
-        if let Err(e) = st.file.sync_data() {
-            log::warn!(
+        match st.file.sync_data() {
+            Ok(()) => {
+                st.unsaved.clear();
+                st.unsynced_bytes = 0;
+            }
+            Err(e) => log::warn!(
                 "audit log: cannot sync the file rotated away from {}: {e}",
                 self.path.display()
-            );
+            ),
         }
         st.file = file;
         Ok(())

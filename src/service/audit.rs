@@ -147,8 +147,8 @@ fn event<'a>(caller: &'a Caller, a: &'a About, verdict: Verdict<'a>) -> Event<'a
 }
 
 impl Kms {
-    /// Writes (and syncs) the line that allows `change`, before it is made. Without an audit
-    /// log, nothing to do.
+    /// Writes the line that allows `change`, before it is made; the change's frame makes it
+    /// durable (`audit_unsaved`). Without an audit log, nothing to do.
     pub(super) fn audit_change(&self, ks: &Keystore, change: &Change) -> Result<(), KmsError> {
         let Some(log) = &self.audit else {
             return Ok(());
@@ -156,8 +156,30 @@ impl Kms {
         let a = about(ks, change);
         let caller = actor();
         log.append(&event(&caller, &a, Verdict::Allowed))
-            .and_then(|()| log.sync())
             .map_err(|e| KmsError::Audit(e.to_string()))
+    }
+
+    /// The lines the next KMS_DATA frame carries, and the seq of the last of them.
+    pub(super) fn audit_unsaved(&self) -> (Vec<String>, u64) {
+        self.audit
+            .as_ref()
+            .map_or_else(|| (Vec::new(), 0), |log| log.unsaved())
+    }
+
+    /// The frame carrying the lines up to `seq` is synced.
+    pub(super) fn audit_saved_through(&self, seq: u64) {
+        if let Some(log) = &self.audit {
+            log.saved_through(seq);
+        }
+    }
+
+    /// Compaction drops the frames, and with them the copies of lines they carry: the log
+    /// itself must hold them durably first.
+    pub(super) fn sync_audit_before_compaction(&self) -> Result<(), KmsError> {
+        match &self.audit {
+            Some(log) => log.sync().map_err(|e| KmsError::Audit(e.to_string())),
+            None => Ok(()),
+        }
     }
 
     /// A refused or failed change: logged if the log can take it (the refusal stands anyway).

@@ -88,7 +88,7 @@ impl Kms {
     /// Opens the keystore and its audit log (the chain continues where the file ends), keyed
     /// under a key derived from the HMK.
     pub fn open_audited(data_dir: &Path, audit_log: Option<&Path>) -> Result<Arc<Kms>, KmsError> {
-        let (store, ks, kpk, _report) = Store::open(data_dir, Access::ReadWrite)?;
+        let (mut store, ks, kpk, _report) = Store::open(data_dir, Access::ReadWrite)?;
         let audit = match audit_log {
             None => None,
             Some(path) => Some(
@@ -101,6 +101,12 @@ impl Kms {
         let data_dir = &data_dir
             .canonicalize()
             .unwrap_or_else(|_| data_dir.to_path_buf());
+        if let Some(log) = &audit {
+            // What a crash (a power cut) took from the log's end before it was synced, the
+            // frames of KMS_DATA still carry.
+            log.restore(&store.take_audit_tail())
+                .map_err(|e| KmsError::Audit(e.to_string()))?;
+        }
         let rotating = Arc::new(AtomicBool::new(rotation::any_enabled(&ks)));
         let kms = Arc::new(Kms {
             inner: RwLock::new(Inner {
@@ -187,9 +193,11 @@ impl Kms {
                 return Err(e);
             }
         }
-        // The line that allows the change is durable before the change is made: no change
-        // without its line (a crash between the two leaves a line for a change that did not
-        // happen, never the reverse).
+        // The line that allows the change is written before the change is made, and the
+        // change's frame carries it (with every line not yet synced in the log): one
+        // fdatasync makes both durable, and a crash can lose neither without the other. A
+        // crash after the line is written but before the frame is synced leaves a line for
+        // a change that did not happen, never the reverse.
         self.audit_change(&inner.ks, &change)?;
         if change.min_format() > inner.store.format() {
             // An older file cannot hold this change: rewrite it in the current format first
@@ -200,13 +208,16 @@ impl Kms {
                 self.data_dir.display(),
                 inner.store.format()
             );
+            self.sync_audit_before_compaction()?;
             inner.store.compact(&inner.ks)?;
         }
-        if let Err(e) = inner.store.append(&change) {
+        let (lines, last_line) = self.audit_unsaved();
+        if let Err(e) = inner.store.append(&change, &lines) {
             let e = KmsError::from(e);
             self.audit_change_refused(&inner.ks, &change, &e);
             return Err(e);
         }
+        self.audit_saved_through(last_line);
         let outcome = inner.ks.apply(&change)?;
         if matches!(
             change,
@@ -218,7 +229,10 @@ impl Kms {
         if inner.store.wants_compaction(&inner.ks) {
             // The change is already durable in the log; a failed compaction only means the
             // log stays longer until the next attempt.
-            if let Err(e) = inner.store.compact(&inner.ks) {
+            if let Err(e) = self
+                .sync_audit_before_compaction()
+                .and_then(|()| Ok(inner.store.compact(&inner.ks)?))
+            {
                 log::error!("compaction of {} failed: {e}", self.data_dir.display());
             }
         }

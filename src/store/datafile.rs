@@ -47,9 +47,22 @@ pub struct Header {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "frame", rename_all = "snake_case")]
 enum Payload {
-    Snapshot { snapshot: Snapshot },
-    Change { change: Change },
+    Snapshot {
+        snapshot: Snapshot,
+    },
+    Change {
+        change: Change,
+        /// Audit lines not yet synced in the audit log, the change's own last: this frame's
+        /// fdatasync makes them durable too (one sync per change), and a start after a crash
+        /// puts back in the log those it lost (`AuditLog::restore`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        audit: Vec<String>,
+    },
 }
+
+/// How much of the audit lines the frames carry `decode_file` keeps (the latest): at least
+/// twice what the audit log can have unsynced (`audit::SYNC_EVERY`).
+pub const AUDIT_TAIL_MAX: usize = 2 * crate::audit::SYNC_EVERY;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct ParsedHeader {
@@ -71,6 +84,9 @@ pub struct Loaded {
     pub valid_len: u64,
     /// Bytes after that: the remains of a write a crash interrupted.
     pub torn_tail: u64,
+    /// The latest audit lines the change frames carry, oldest first (at most `AUDIT_TAIL_MAX`
+    /// bytes).
+    pub audit_tail: Vec<String>,
 }
 
 pub fn encode_header(h: &Header) -> (Vec<u8>, [u8; 32]) {
@@ -139,13 +155,20 @@ fn encode_frame(hmk: &Hmk, digest: &[u8; 32], seq: u64, payload: &Payload) -> Ve
     out
 }
 
-pub fn encode_change(hmk: &Hmk, digest: &[u8; 32], seq: u64, change: &Change) -> Vec<u8> {
+pub fn encode_change(
+    hmk: &Hmk,
+    digest: &[u8; 32],
+    seq: u64,
+    change: &Change,
+    audit: &[String],
+) -> Vec<u8> {
     encode_frame(
         hmk,
         digest,
         seq,
         &Payload::Change {
             change: change.clone(),
+            audit: audit.to_vec(),
         },
     )
 }
@@ -174,6 +197,8 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
     let mut at = parsed.len;
     let mut seq = 0u64;
     let mut keystore: Option<Keystore> = None;
+    let mut audit_tail = std::collections::VecDeque::new();
+    let mut audit_bytes = 0usize;
     while at < bytes.len() {
         let rest = &bytes[at..];
         let torn = || is_torn_tail(rest, seq, at as u64);
@@ -226,9 +251,17 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
                         .map_err(|e| format!("snapshot breaks an invariant: {e}"))?,
                 );
             }
-            (Payload::Change { change }, Some(ks)) => {
+            (Payload::Change { change, audit }, Some(ks)) => {
                 ks.apply(&change)
                     .map_err(|e| format!("frame {seq} does not apply: {e}"))?;
+                for line in audit {
+                    audit_bytes += line.len();
+                    audit_tail.push_back(line);
+                }
+                while audit_bytes > AUDIT_TAIL_MAX {
+                    let old = audit_tail.pop_front().expect("bytes counted are in it");
+                    audit_bytes -= old.len();
+                }
             }
             (Payload::Snapshot { .. }, Some(_)) => {
                 return Err(format!("frame {seq}: a snapshot in the middle of the log"));
@@ -247,6 +280,7 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
         frames: seq,
         valid_len: at as u64,
         torn_tail: (bytes.len() - at) as u64,
+        audit_tail: audit_tail.into(),
     })
 }
 
@@ -340,9 +374,41 @@ mod tests {
                 &digest,
                 seq as u64 + 1,
                 &create_group(name),
+                &[format!("line for {name}")],
             ));
         }
         bytes
+    }
+
+    #[test]
+    fn frames_carry_audit_lines_and_the_kept_tail_is_bounded() {
+        let hmk = Hmk::random();
+        let loaded = decode_file(&hmk, &sample(&hmk)).unwrap();
+        assert_eq!(
+            loaded.audit_tail,
+            ["line for a", "line for b", "line for c"]
+        );
+        // A frame without lines is written exactly as before lines existed.
+        let digest = [7; 32];
+        let change = create_group("d");
+        let plain = encode_change(&hmk, &digest, 1, &change, &[]);
+        let opened = hmk.open(&plain[FRAME_PREFIX..], &aad(&digest, 1)).unwrap();
+        assert!(!String::from_utf8_lossy(&opened).contains("audit"));
+
+        let h = header(&hmk);
+        let mut bytes = encode_file(&hmk, &h, &Keystore::new());
+        let digest = decode_header(&bytes).unwrap().digest;
+        let line = "x".repeat(100 * 1024);
+        for seq in 1..=12u64 {
+            let change = create_group(&format!("g{seq}"));
+            let lines = [format!("{seq:02}{line}")];
+            bytes.extend(encode_change(&hmk, &digest, seq, &change, &lines));
+        }
+        let tail = decode_file(&hmk, &bytes).unwrap().audit_tail;
+        let kept: usize = tail.iter().map(String::len).sum();
+        assert!(kept <= AUDIT_TAIL_MAX, "{kept}");
+        assert!(kept + 100 * 1024 + 2 > AUDIT_TAIL_MAX, "{kept}");
+        assert!(tail.last().unwrap().starts_with("12"));
     }
 
     #[test]

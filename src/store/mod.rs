@@ -82,6 +82,8 @@ pub struct Store {
     digest: [u8; 32],
     len: u64,
     next_seq: u64,
+    /// See `take_audit_tail`.
+    audit_tail: Vec<String>,
     hmk: Hmk,
     frozen: bool,
     _lock: Option<DirLock>,
@@ -454,6 +456,7 @@ impl Store {
             digest: loaded.parsed.digest,
             len: loaded.valid_len,
             next_seq: loaded.frames,
+            audit_tail: loaded.audit_tail,
             hmk,
             frozen: false,
             _lock: lock,
@@ -463,6 +466,12 @@ impl Store {
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// The latest audit lines KMS_DATA's frames carry, as loaded (once: then empty), for
+    /// `AuditLog::restore` to put back what a crash took from the log's end.
+    pub fn take_audit_tail(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.audit_tail)
     }
 
     /// The key of this keystore's audit log, derived from the HMK.
@@ -485,9 +494,12 @@ impl Store {
 
     /// Makes one accepted change durable. On failure the file is cut back to its previous
     /// length, so the disk never holds a change that memory refused or vice versa.
-    pub fn append(&mut self, change: &Change) -> Result<(), StoreError> {
+    ///
+    /// `audit`: the audit lines not yet durable in the audit log, carried in the same frame so
+    /// that its one fdatasync makes them durable with the change (see `take_audit_tail`).
+    pub fn append(&mut self, change: &Change, audit: &[String]) -> Result<(), StoreError> {
         assert!(!self.frozen, "the service refuses changes while frozen");
-        let frame = datafile::encode_change(&self.hmk, &self.digest, self.next_seq, change);
+        let frame = datafile::encode_change(&self.hmk, &self.digest, self.next_seq, change, audit);
         let result = self
             .data
             .seek(SeekFrom::Start(self.len))
