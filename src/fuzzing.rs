@@ -5,14 +5,24 @@
 //! holds no logic of its own. Each function calls the parser the mount, the store or the
 //! import uses, unchanged.
 
-pub use crate::crypto::{decode_key_file, encode_key_file, Hmk, KeyFileKind, Passphrase};
+pub use crate::crypto::{
+    decode_any_key_file, decode_key_file, encode_key_file, encode_sealed_key_file, Hmk,
+    KeyFileBody, KeyFileKind, Passphrase, Sealer,
+};
 pub use crate::fs::input::{ObjectInput, TextInput, MAX_CREATE_BYTES};
 pub use crate::fs::parse::{QuiesceCommand, RotationCommand, MAX_COMMAND_BYTES};
 pub use crate::fs::{FsError, InputError};
 pub use crate::keystore::{Cipher, KeystoreError, Name, State, MAX_NAME_BYTES};
+pub use crate::sealing::pkcs11::Blob as TokenBlob;
+pub use crate::sealing::tpm::{describe as describe_tpm_blob, policy_of as tpm_policy_of};
 pub use crate::service::NewRecord;
 pub use crate::store::datafile::{Loaded, ParsedHeader};
 pub use crate::transfer::{ContainerHeader, ExportBody, TransferError};
+
+/// A request written to `.change-key` (`fs::parse::change_key`).
+pub fn change_key(bytes: &[u8]) -> Result<crate::fs::parse::ChangeKeyRequest, FsError> {
+    crate::fs::parse::change_key(bytes)
+}
 
 /// A command write's text (`fs::parse::command_text`).
 pub fn command_text(data: &[u8]) -> Result<&str, InputError> {
@@ -67,8 +77,10 @@ pub fn encode_empty_data_file(hmk: &Hmk) -> Vec<u8> {
         hmk_kdf: None,
         kpk_kdf: None,
         created: crate::keystore::Timestamp(1),
+        hmk_changed: None,
+        kpk_changed: None,
     };
-    crate::store::datafile::encode_file(hmk, &header, &crate::keystore::Keystore::new())
+    crate::store::datafile::encode_file(hmk, &header, &crate::keystore::Keystore::new(), None)
 }
 
 /// An export container's plain header (`transfer::container::decode_header`), with the

@@ -5,6 +5,7 @@
 //! - `service`: the one path every change takes (checked, durable, applied).
 //! - `fs`: the mount; `transfer`: export and import; `cli`: the subcommands.
 //! - `audit`: the tamper-evident audit log and its verification (`docs/audit.md`).
+//! - `sealing`: a master key sealed to a TPM or wrapped by a PKCS#11 token's key.
 
 // Every system call goes through std or nix; there is no unsafe code to audit.
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod fs;
 pub mod fuzzing;
 pub mod harden;
 pub mod keystore;
+pub mod sealing;
 pub mod service;
 pub mod store;
 pub mod transfer;

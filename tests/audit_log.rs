@@ -16,7 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_kmsfs");
 fn keystore(dir: &Path) -> (PathBuf, AuditKey) {
     let data = dir.join("data");
     kmsfs::store::init(&data, Default::default()).unwrap();
-    let key = AuditKey::from_hmk(&kmsfs::store::read_hmk(&data).unwrap());
+    let key = kmsfs::store::read_audit_key(&data, &Default::default()).unwrap();
     (data, key)
 }
 

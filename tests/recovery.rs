@@ -79,7 +79,7 @@ fn lost_key_files_are_rebuilt_from_their_passphrases() {
     std::fs::remove_file(s.dir.join("KMS_KPKF")).unwrap();
     let o = verify(&s.dir);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("KMS_HMKF is missing"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("KMS_HMKF is absent"), "{}", stderr(&o));
 
     let o = regenerate(&s.dir, Some(&s.hmk_pw), Some(&s.kpk_pw));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -45,6 +45,15 @@ impl AuditKey {
         AuditKey::derive(hmk.secret().expose(), &format!("hmk {}", hmk.id()))
     }
 
+    /// A key carried as it is (a snapshot keeps it across a change of the HMK).
+    pub fn from_parts(key: SecretKey32, context: String) -> AuditKey {
+        AuditKey { key, context }
+    }
+
+    pub fn secret(&self) -> &SecretKey32 {
+        &self.key
+    }
+
     pub fn context(&self) -> &str {
         &self.context
     }

@@ -52,6 +52,16 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Check the audit log (`kmsfs audit verify`), offline and read-only.
     Audit(super::AuditArgs),
+    /// Show which master keys a data directory (or a backup copy) needs and how each is kept;
+    /// reads only the plain header, needs no key.
+    Info(super::InfoArgs),
+    /// Change the HMK or the KPK (every record's key stays the same); offline.
+    ChangeKey(super::ChangeKeyArgs),
+    /// Keep a master key sealed to the TPM, wrapped by a PKCS#11 token, or nowhere (its
+    /// passphrase at every start) instead of in a plain key file; offline.
+    Seal(super::SealArgs),
+    /// Write a sealed (or passphrase-only) master key back as a plain key file; offline.
+    Unseal(super::UnsealArgs),
 }
 
 /// The clap `Command` of kmsfs, for generators and tests.
@@ -90,6 +100,10 @@ pub fn run(cli: &Cli) -> ExitCode {
         Command::Regenerate(a) => run_regenerate(a),
         Command::Generate(a) => run_generate(a),
         Command::Audit(a) => super::run_audit(a),
+        Command::Info(a) => super::run_info(a),
+        Command::ChangeKey(a) => super::run_change_key(a),
+        Command::Seal(a) => super::run_seal(a),
+        Command::Unseal(a) => super::run_unseal(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

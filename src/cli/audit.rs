@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 use super::CliError;
-use crate::audit::{self, AuditKey};
+use crate::audit;
 
 #[derive(Args, Debug)]
 pub struct AuditArgs {
@@ -29,6 +29,8 @@ pub struct AuditVerifyArgs {
     /// files, not .gz.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub unlock: super::UnlockArgs,
 }
 
 pub fn run_audit(args: &AuditArgs) -> Result<(), CliError> {
@@ -39,7 +41,10 @@ pub fn run_audit(args: &AuditArgs) -> Result<(), CliError> {
 
 fn run_audit_verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
     let key = match &args.data_dir {
-        Some(dir) => Some(AuditKey::from_hmk(&crate::store::read_hmk(dir)?)),
+        Some(dir) => Some(crate::store::read_audit_key(
+            dir,
+            &args.unlock.unlock(dir)?,
+        )?),
         None => None,
     };
     let report = audit::verify(&args.files, key.as_ref())?;

@@ -19,6 +19,8 @@ pub struct ExportArgs {
     /// Export only this group (repeatable); all groups by default.
     #[arg(long = "group", value_name = "NAME")]
     pub groups: Vec<String>,
+    #[command(flatten)]
+    pub unlock: super::UnlockArgs,
 }
 
 /// Writes every group (or the named ones) with records, states and keys into a container
@@ -29,7 +31,8 @@ pub fn run_export(args: &ExportArgs) -> Result<(), CliError> {
         return Err(transfer::TransferError::OutputExists(args.out.clone()).into());
     }
     let pass = read_new_passphrase_file("passphrase", &args.passphrase_file)?;
-    let (_store, ks, kpk, _report) = Store::open(&args.data_dir, Access::ReadOnly)?;
+    let unlock = args.unlock.unlock(&args.data_dir)?;
+    let (_store, ks, kpk, _report) = Store::open_with(&args.data_dir, Access::ReadOnly, &unlock)?;
     let body = transfer::collect(&ks, &kpk, &args.groups)?;
     let bytes = transfer::seal(&pass, &body)?;
     transfer::write_new(&args.out, &bytes)?;

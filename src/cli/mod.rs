@@ -2,25 +2,33 @@
 
 mod args;
 mod audit;
+mod change_key;
 mod export;
 mod generate;
 mod import;
+mod info;
 mod init;
 mod logging;
 mod mount;
 mod mountpoint;
 pub mod notify;
 mod regenerate;
+mod seal;
+mod unlock;
 mod verify;
 
 pub use args::{command, run, version, Cli, Command};
 pub use audit::{run_audit, AuditArgs, AuditCommand, AuditVerifyArgs};
+pub use change_key::{run_change_key, ChangeKeyArgs};
 pub use export::{run_export, ExportArgs};
 pub use generate::{man_page, run_generate, CompletionShell, GenerateArgs, Generated};
 pub use import::{run_import, ImportArgs};
+pub use info::{run_info, InfoArgs};
 pub use init::{run_init, InitArgs};
 pub use mount::{run_mount, MountArgs};
 pub use regenerate::{run_regenerate, RegenerateArgs};
+pub use seal::{run_seal, run_unseal, SealArgs, UnsealArgs};
+pub use unlock::{UnlockArgs, WhichKey};
 pub use verify::{run_verify, VerifyArgs};
 
 use std::io::IsTerminal;

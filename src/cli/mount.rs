@@ -58,6 +58,8 @@ pub struct MountArgs {
     /// Append the log to FILE (created mode 0600 if missing) instead of stderr.
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub unlock: super::UnlockArgs,
 }
 
 /// The most threads `--threads` may ask for.
@@ -116,7 +118,8 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
     if let Err(e) = crate::harden::lock_memory() {
         log::warn!("{e}");
     }
-    let kms = Kms::open_audited(&args.data_dir, Some(&audit_log))?;
+    let unlock = args.unlock.unlock(&args.data_dir)?;
+    let kms = Kms::open_with(&args.data_dir, Some(&audit_log), unlock)?;
     if !args.mountpoint.exists() {
         std::fs::create_dir_all(&args.mountpoint).map_err(|e| {
             CliError(format!(

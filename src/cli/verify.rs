@@ -14,6 +14,8 @@ pub struct VerifyArgs {
     /// frozen never ends so, and without this flag such a copy fails.
     #[arg(long)]
     pub allow_torn_tail: bool,
+    #[command(flatten)]
+    pub unlock: super::UnlockArgs,
 }
 
 /// Every file authenticates, the keys belong to each other, every record's key unwraps under
@@ -22,7 +24,8 @@ pub struct VerifyArgs {
 /// (the freeze syncs, and the files are read-only while copied), and what those bytes held
 /// (an acknowledged change whose frame was cut off, say) cannot be known from the file.
 pub fn run_verify(args: &VerifyArgs) -> Result<(), CliError> {
-    let (store, ks, kpk, report) = Store::open(&args.data_dir, Access::ReadOnly)?;
+    let unlock = args.unlock.unlock(&args.data_dir)?;
+    let (store, ks, kpk, report) = Store::open_with(&args.data_dir, Access::ReadOnly, &unlock)?;
     if report.torn_tail > 0 && !args.allow_torn_tail {
         return Err(CliError(format!(
             "KMS_DATA ends with {} bytes of an interrupted append: a copy taken while frozen never does; it may be a damaged or incomplete copy, and what those bytes held cannot be known (for the data directory of a live keystore, use `kmsfs verify --allow-torn-tail`)",

@@ -12,7 +12,10 @@ mod secret;
 pub use aead::{open, seal, SEAL_OVERHEAD};
 pub use hierarchy::{Hmk, KeyId, Kpk};
 pub use kdf::KdfParams;
-pub use keyfile::{decode_key_file, encode_key_file, KeyFileKind, KEY_FILE_LEN};
+pub use keyfile::{
+    decode_any_key_file, decode_key_file, encode_key_file, encode_sealed_key_file, KeyFileBody,
+    KeyFileKind, Sealer, KEY_FILE_LEN, MAX_KEY_FILE_LEN,
+};
 pub use secret::{KeyMaterial, Passphrase, SecretKey32};
 
 #[derive(Debug, thiserror::Error)]

@@ -54,6 +54,16 @@ pub fn rotation(kms: &Kms, of: &Of, text: &str) -> Result<(), FsError> {
     Ok(())
 }
 
+/// `.change-key`: a new HMK or KPK, every record's key kept as it is.
+pub fn change_key(kms: &Kms, _: &Of, request: &[u8]) -> Result<(), FsError> {
+    let req = parse::change_key(request)?;
+    let new = crate::store::NewMasterKey {
+        passphrase: req.passphrase,
+    };
+    kms.change_master_key(req.kind, &new)?;
+    Ok(())
+}
+
 /// `.create`: one record in one step.
 pub fn create(kms: &Kms, of: &Of, object: &[u8]) -> Result<(), FsError> {
     let req = parse::new_record(object)?;

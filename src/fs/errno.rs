@@ -51,6 +51,8 @@ pub fn kms_errno(e: &KmsError) -> i32 {
         {
             source.raw_os_error().unwrap_or(libc::EIO)
         }
+        // A key change that cannot be made as asked (a random key for a passphrase-only HMK).
+        KmsError::Store(StoreError::KeyChangeRefused(_)) => libc::EINVAL,
         // Fail closed: the daemon cannot record the read or the change.
         KmsError::Audit(_) | KmsError::Store(_) | KmsError::Crypto(_) => libc::EIO,
     }
@@ -92,7 +94,8 @@ fn input_errno(e: &InputError) -> i32 {
         | InputError::UnknownQuiesce(_)
         | InputError::BadLease(_)
         | InputError::UnknownRotation(_)
-        | InputError::Create(_) => libc::EINVAL,
+        | InputError::Create(_)
+        | InputError::ChangeKey(_) => libc::EINVAL,
     }
 }
 

@@ -101,4 +101,7 @@ pub enum InputError {
     /// A `.create` object that does not describe a record; the reason names a field at most.
     #[error(".create: {0}")]
     Create(String),
+    /// A `.change-key` request that is not one; never echoes what was written (a passphrase).
+    #[error(".change-key: {0}")]
+    ChangeKey(String),
 }

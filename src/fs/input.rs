@@ -26,6 +26,8 @@ pub const MAX_CREATE_BYTES: usize = 64 * 1024;
 pub struct ObjectInput {
     file: &'static str,
     buf: Zeroizing<Vec<u8>>,
+    /// Also takes one bare word in one write (`echo hmk > .change-key`).
+    words: bool,
 }
 
 impl std::fmt::Debug for ObjectInput {
@@ -39,6 +41,15 @@ impl ObjectInput {
         ObjectInput {
             file,
             buf: Zeroizing::new(Vec::with_capacity(MAX_CREATE_BYTES)),
+            words: false,
+        }
+    }
+
+    /// A JSON object, or one word written in one `write()`.
+    pub fn with_words(file: &'static str) -> ObjectInput {
+        ObjectInput {
+            words: true,
+            ..ObjectInput::new(file)
         }
     }
 
@@ -66,22 +77,34 @@ impl ObjectInput {
             return Ok(None);
         };
         if self.buf[start] != b'{' {
-            return Err(invalid("expected one JSON object, starting with '{'"));
+            if self.words {
+                return Ok(Some(Zeroizing::new(self.buf[start..].to_vec())));
+            }
+            return Err(self.invalid("expected one JSON object, starting with '{'"));
         }
         let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<IgnoredAny>();
         match stream.next() {
             None => Ok(None),
             Some(Err(e)) if e.is_eof() => Ok(None),
-            Some(Err(e)) => Err(invalid(&format!("invalid JSON: {e}"))),
+            Some(Err(e)) => Err(self.invalid(&format!("invalid JSON: {e}"))),
             Some(Ok(_)) => {
                 let end = stream.byte_offset();
                 if self.buf[end..].iter().any(|b| !b.is_ascii_whitespace()) {
-                    return Err(invalid(
-                        "one JSON object per .create write sequence; found more after it",
-                    ));
+                    return Err(
+                        self.invalid("one JSON object per write sequence; found more after it")
+                    );
                 }
                 Ok(Some(Zeroizing::new(self.buf[..end].to_vec())))
             }
+        }
+    }
+
+    fn invalid(&self, reason: &str) -> FsError {
+        let reason = reason.to_string();
+        if self.words {
+            InputError::ChangeKey(reason).into()
+        } else {
+            InputError::Create(reason).into()
         }
     }
 
@@ -89,10 +112,6 @@ impl ObjectInput {
     pub fn has_leftover(&self) -> bool {
         self.buf.iter().any(|b| !b.is_ascii_whitespace())
     }
-}
-
-fn invalid(reason: &str) -> FsError {
-    InputError::Create(reason.to_string()).into()
 }
 
 /// A description being edited through one open file: an ordinary small file in memory.

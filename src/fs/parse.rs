@@ -356,3 +356,95 @@ mod tests {
         }
     }
 }
+
+/// A request written to `.change-key`: which master key, and the passphrase of the new one if
+/// it is to be derived from one (else it is random).
+#[derive(Debug)]
+pub struct ChangeKeyRequest {
+    pub kind: crate::crypto::KeyFileKind,
+    pub passphrase: Option<Passphrase>,
+}
+
+fn change_key_error(reason: impl Into<String>) -> FsError {
+    InputError::ChangeKey(reason.into()).into()
+}
+
+fn key_kind(word: &str) -> Result<crate::crypto::KeyFileKind, FsError> {
+    match word.to_ascii_lowercase().as_str() {
+        "hmk" => Ok(crate::crypto::KeyFileKind::Hmk),
+        "kpk" => Ok(crate::crypto::KeyFileKind::Kpk),
+        // Not echoed, not even a prefix: this file takes passphrases.
+        _ => Err(change_key_error(
+            "unknown key (expected hmk or kpk, or a JSON object)",
+        )),
+    }
+}
+
+/// `hmk` or `kpk` (a new random key), or `{"key": "hmk"|"kpk", "passphrase": "..."}` (a new
+/// key derived from the passphrase, with a fresh salt). Refusals never echo the passphrase.
+pub fn change_key(bytes: &[u8]) -> Result<ChangeKeyRequest, FsError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        let text = command_text(bytes)?;
+        return Ok(ChangeKeyRequest {
+            kind: key_kind(text)?,
+            passphrase: None,
+        });
+    }
+    let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes)
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => change_key_error("expected one JSON object"),
+            _ => change_key_error(format!("bad JSON: {e}")),
+        })?;
+    if object.keys().any(|k| k != "key" && k != "passphrase") {
+        return Err(change_key_error(
+            "an unknown field (expected only key, passphrase)",
+        ));
+    }
+    let kind = match object.remove("key") {
+        Some(serde_json::Value::String(s)) => key_kind(&s)?,
+        Some(_) => return Err(change_key_error("field \"key\" must be a string")),
+        None => return Err(change_key_error("missing field \"key\"")),
+    };
+    // Moved out, not copied: the passphrase leaves no second copy behind.
+    let passphrase = match object.remove("passphrase") {
+        None => None,
+        Some(serde_json::Value::String(s)) if s.is_empty() => {
+            return Err(change_key_error("\"passphrase\" is empty"))
+        }
+        Some(serde_json::Value::String(s)) => Some(Passphrase::new(s)),
+        Some(_) => return Err(change_key_error("field \"passphrase\" must be a string")),
+    };
+    Ok(ChangeKeyRequest { kind, passphrase })
+}
+
+#[cfg(test)]
+mod change_key_tests {
+    use super::*;
+    use crate::crypto::KeyFileKind;
+
+    #[test]
+    fn a_word_or_an_object_and_nothing_echoed() {
+        let r = change_key(b"hmk\n").unwrap();
+        assert_eq!(r.kind, KeyFileKind::Hmk);
+        assert!(r.passphrase.is_none());
+        assert_eq!(change_key(b"  KPK ").unwrap().kind, KeyFileKind::Kpk);
+        let r = change_key(br#"{"key":"kpk","passphrase":"long enough words"}"#).unwrap();
+        assert_eq!(r.kind, KeyFileKind::Kpk);
+        assert_eq!(r.passphrase.unwrap().expose(), "long enough words");
+        for bad in [
+            &b"both"[..],
+            b"hmk kpk",
+            br#"{"key":"hmk","passphrase":""}"#,
+            br#"{"key":"hmk","passphrase":1}"#,
+            br#"{"passphrase":"sekrit-sekrit"}"#,
+            br#"{"key":"hmk","pass":"sekrit-sekrit"}"#,
+            br#"{"key":"sekrit-sekrit"}"#,
+            b"sekrit-sekrit",
+            br#"{"key":"hmk","passphrase":"sekrit-sekrit""#,
+        ] {
+            let e = change_key(bad).unwrap_err().to_string();
+            assert!(!e.contains("sekrit"), "{e}");
+        }
+    }
+}

@@ -65,6 +65,9 @@ struct StatusJson<'a> {
     records: usize,
     hmk_id: &'a str,
     kpk_id: &'a str,
+    /// Each master key: id, whether derived from a passphrase, where it is kept, last change.
+    hmk: MasterKeyJson,
+    kpk: MasterKeyJson,
     quiesced: bool,
     /// The daemon's own protection of the keys it holds.
     hardening: HardeningJson,
@@ -72,6 +75,25 @@ struct StatusJson<'a> {
     audit: Option<AuditJson>,
     /// Destructive moves waiting for a second administrator, everywhere.
     pending: Vec<PendingJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct MasterKeyJson {
+    id: String,
+    derived: bool,
+    kept: &'static str,
+    changed: String,
+}
+
+impl From<crate::service::MasterKeyStatus> for MasterKeyJson {
+    fn from(m: crate::service::MasterKeyStatus) -> Self {
+        MasterKeyJson {
+            id: m.id,
+            derived: m.derived,
+            kept: m.keeping.as_str(),
+            changed: m.changed.to_rfc3339(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -91,6 +113,7 @@ struct HardeningJson {
 
 pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
     let s = v.ks.status();
+    let [hmk, kpk] = v.ks.master_keys();
     Some(json_line(&StatusJson {
         version: s.version,
         format_version: s.format_version,
@@ -99,6 +122,8 @@ pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
         records: s.records,
         hmk_id: &s.hmk_id,
         kpk_id: &s.kpk_id,
+        hmk: hmk.into(),
+        kpk: kpk.into(),
         quiesced: s.quiesced,
         hardening: {
             let h = crate::harden::current();
@@ -119,6 +144,7 @@ pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
                         v.ks.group(&r.group)
                             .map(|g| format!("{}/{}", g.name, r.name))
                     }),
+                    PendingTarget::Keystore => Some("/".to_string()),
                 };
                 pending_json(p, of)
             })
@@ -271,7 +297,10 @@ pub fn cipher(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
 
 /// `.create` reads back empty, even for root.
 pub fn nothing(v: &View<'_>, of: &Of) -> Option<Vec<u8>> {
-    v.group(of).map(|_| Vec::new())
+    match of {
+        Of::Root => Some(Vec::new()),
+        _ => v.group(of).map(|_| Vec::new()),
+    }
 }
 
 /// The target of `.active`: the record's name, relative to the group directory; absent while

@@ -92,6 +92,8 @@ pub enum Write {
     Object(fn(&Kms, &Of, &[u8]) -> Result<(), FsError>),
     /// A small ordinary file, committed when flushed or closed.
     Text(Apply),
+    /// Like `Object`, or one word in one `write()`: acted on by the write that completes it.
+    Request(fn(&Kms, &Of, &[u8]) -> Result<(), FsError>),
 }
 
 pub struct File {
@@ -188,7 +190,7 @@ use Write::ReadOnly;
 /// The fixed files of the tree. Modes (see `DIR_PERM` for the model): control files are
 /// writable by the owner, metadata is read-only, `.create` is write-only for the owner (it
 /// reads back empty, so `cp -r` and `tar` pass over it), `key` is read-only.
-pub static FILES: [File; 14] = [
+pub static FILES: [File; 15] = [
     rendered(
         Root,
         ".quiesce",
@@ -201,6 +203,15 @@ pub static FILES: [File; 14] = [
     rendered(Root, ".errors", 0o440, Volatile, render::errors, ReadOnly),
     // Every caller and every key read: for the owner alone.
     rendered(Root, ".audit", 0o400, Volatile, render::audit, ReadOnly),
+    // May carry a passphrase: write-only for the owner, like `.create`.
+    rendered(
+        Root,
+        ".change-key",
+        0o200,
+        Volatile,
+        render::nothing,
+        Write::Request(commands::change_key),
+    ),
     rendered(
         Group,
         ".group.json",

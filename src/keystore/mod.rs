@@ -98,6 +98,19 @@ impl Keystore {
             .filter_map(|(_, t)| self.records.get(t))
     }
 
+    /// The same keystore with every record's wrapped key replaced by `rewrap(tag, old)`: for a
+    /// change of the KPK, all or nothing (the first error is returned, nothing is replaced).
+    pub fn rewrapped<E>(
+        &self,
+        mut rewrap: impl FnMut(&KeyTag, &WrappedKey) -> Result<WrappedKey, E>,
+    ) -> Result<Keystore, E> {
+        let mut out = self.clone();
+        for (tag, record) in out.records.iter_mut() {
+            record.wrapped_key = rewrap(tag, &record.wrapped_key)?;
+        }
+        Ok(out)
+    }
+
     pub fn records(&self) -> impl Iterator<Item = &KeyRecord> {
         self.records.values()
     }

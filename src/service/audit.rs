@@ -40,7 +40,7 @@ pub(super) fn actor_uid() -> Option<u32> {
 }
 
 /// The caller, with its process name and executable looked up only when a line is written.
-fn actor() -> Caller {
+pub(super) fn actor() -> Caller {
     match ACTOR.with(|a| *a.borrow()) {
         Some((uid, gid, pid)) => Caller::lookup(uid, gid, pid),
         None => Caller::daemon(),

@@ -13,7 +13,8 @@ impl Kms {
         body: &ExportBody,
         opts: &ImportOptions,
     ) -> Result<Plan, TransferError> {
-        transfer::plan_import(&self.read(), &self.kpk, body, opts)
+        let guard = self.read();
+        transfer::plan_import(&guard, &guard.0.kpk, body, opts)
     }
 
     /// Applies `changes` all together or not at all: to a copy of the keystore first (any

@@ -6,6 +6,7 @@ mod audit;
 mod create;
 mod error;
 mod import;
+mod master_keys;
 mod quiesce;
 mod rotation;
 mod status;
@@ -14,6 +15,7 @@ mod two_person;
 pub use audit::{acting_as, Acting};
 pub use create::{KeySource, NewRecord};
 pub use error::KmsError;
+pub use master_keys::MasterKeyStatus;
 pub use quiesce::{QuiesceView, MAX_LEASE};
 pub use rotation::Rotated;
 pub use status::Status;
@@ -30,7 +32,7 @@ use crate::keystore::{
     Change, Cipher, GroupTag, KeyTag, Keystore, KeystoreError, Name, Outcome, State, Timestamp,
     WrappedKey,
 };
-use crate::store::{Access, Store, FORMAT_VERSION};
+use crate::store::{Access, Store, Unlock, FORMAT_VERSION};
 use quiesce::Freeze;
 
 #[derive(Debug)]
@@ -39,14 +41,15 @@ struct Inner {
     store: Store,
     freeze: Freeze,
     two_person: two_person::TwoPerson,
+    /// Under the lock: a change of the KPK (`change_master_key`) replaces it, and every key
+    /// is wrapped under the KPK of the moment its change is committed.
+    kpk: Kpk,
     /// As `open` resolved it, for `.status` (rendered under the same guard as the counts).
     data_dir: PathBuf,
 }
 
 pub struct Kms {
     inner: RwLock<Inner>,
-    /// Immutable for the life of the process, so it lives outside the lock.
-    kpk: Kpk,
     data_dir: PathBuf,
     /// Leased holds, for the timer to read without taking a reference to the service: a
     /// timer that held one at the wrong moment would keep the keystore (and its lock) alive
@@ -59,6 +62,8 @@ pub struct Kms {
     /// Every key read and change is written here first (see `audit.rs`); None for the
     /// offline commands, which hold the keystore alone.
     audit: Option<crate::audit::AuditLog>,
+    /// How the master keys were opened: a key change seals the new key the same way.
+    unlock: Unlock,
 }
 
 impl std::fmt::Debug for Kms {
@@ -88,7 +93,17 @@ impl Kms {
     /// Opens the keystore and its audit log (the chain continues where the file ends), keyed
     /// under a key derived from the HMK.
     pub fn open_audited(data_dir: &Path, audit_log: Option<&Path>) -> Result<Arc<Kms>, KmsError> {
-        let (mut store, ks, kpk, _report) = Store::open(data_dir, Access::ReadWrite)?;
+        Kms::open_with(data_dir, audit_log, Unlock::default())
+    }
+
+    /// `open_audited`, with what master keys kept off the disk need (`store::Unlock`); the
+    /// service keeps it for key changes (the TPM, the token).
+    pub fn open_with(
+        data_dir: &Path,
+        audit_log: Option<&Path>,
+        unlock: Unlock,
+    ) -> Result<Arc<Kms>, KmsError> {
+        let (mut store, ks, kpk, _report) = Store::open_with(data_dir, Access::ReadWrite, &unlock)?;
         let audit = match audit_log {
             None => None,
             Some(path) => Some(
@@ -114,9 +129,10 @@ impl Kms {
                 store,
                 freeze: Freeze::default(),
                 two_person: Default::default(),
+                kpk,
                 data_dir: data_dir.to_path_buf(),
             }),
-            kpk,
+            unlock,
             data_dir: data_dir.to_path_buf(),
             leased: Arc::new(AtomicUsize::new(0)),
             rotating: rotating.clone(),
@@ -148,7 +164,7 @@ impl Kms {
 
     /// Check, persist, apply. A change that would change nothing succeeds even while frozen.
     fn commit(&self, change: Change) -> Result<Outcome, KmsError> {
-        self.commit_with(|_| Ok(Some(change)))
+        self.commit_with(|_, _| Ok(Some(change)))
             .map(|o| o.unwrap_or(Outcome::Unchanged))
     }
 
@@ -157,11 +173,11 @@ impl Kms {
     /// the change, or None when there is nothing to do any more.
     fn commit_with(
         &self,
-        make: impl FnOnce(&Keystore) -> Result<Option<Change>, KmsError>,
+        make: impl FnOnce(&Keystore, &Kpk) -> Result<Option<Change>, KmsError>,
     ) -> Result<Option<Outcome>, KmsError> {
         let mut inner = self.write();
         let inner = &mut *inner;
-        let Some(change) = make(&inner.ks)? else {
+        let Some(change) = make(&inner.ks, &inner.kpk)? else {
             return Ok(None);
         };
         match inner.ks.check(&change) {
@@ -344,17 +360,18 @@ impl Kms {
         key: &KeyMaterial,
         derivation: Option<KdfParams>,
     ) -> Result<KeyTag, KmsError> {
-        let wrapped = WrappedKey(self.kpk.wrap(key, tag.as_str()));
-        self.commit(Change::CreateRecord {
-            tag: tag.clone(),
-            group: group.clone(),
-            name,
-            state,
-            description,
-            wrapped_key: wrapped,
-            key_len: key.len(),
-            derivation,
-            at: Timestamp::now(),
+        self.commit_with(|_, kpk| {
+            Ok(Some(Change::CreateRecord {
+                tag: tag.clone(),
+                group: group.clone(),
+                name,
+                state,
+                description,
+                wrapped_key: WrappedKey(kpk.wrap(key, tag.as_str())),
+                key_len: key.len(),
+                derivation,
+                at: Timestamp::now(),
+            }))
         })?;
         Ok(tag)
     }
@@ -435,12 +452,12 @@ impl Kms {
 
     /// The plaintext key whatever the state (export, verification); never for the mount.
     pub fn unwrap_key(&self, tag: &KeyTag) -> Result<KeyMaterial, KmsError> {
-        let wrapped = self
-            .read()
+        let guard = self.read();
+        let wrapped = guard
             .record(tag)
-            .map(|r| r.wrapped_key.clone())
+            .map(|r| &r.wrapped_key)
             .ok_or_else(|| KeystoreError::NoSuchRecord(tag.to_string()))?;
-        Ok(self.kpk.unwrap(&wrapped.0, tag.as_str())?)
+        Ok(guard.0.kpk.unwrap(&wrapped.0, tag.as_str())?)
     }
 
     // ---- quiesce -----------------------------------------------------------------------------

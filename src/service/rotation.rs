@@ -44,7 +44,7 @@ impl Kms {
         group: &GroupTag,
         update: impl FnOnce(&mut Rotation),
     ) -> Result<(), KmsError> {
-        self.commit_with(|ks| {
+        self.commit_with(|ks, _| {
             let g = ks
                 .group(group)
                 .ok_or_else(|| KeystoreError::NoSuchGroup(group.to_string()))?;
@@ -83,8 +83,7 @@ impl Kms {
             .ok_or_else(|| KeystoreError::NoSuchGroup(group.to_string()))?;
         let tag = KeyTag::random();
         let key = KeyMaterial::random(cipher.key_len());
-        let wrapped = WrappedKey(self.kpk.wrap(&key, tag.as_str()));
-        let made = self.commit_with(|ks| {
+        let made = self.commit_with(|ks, kpk| {
             let Some(g) = ks.group(group) else {
                 return Ok(None);
             };
@@ -102,7 +101,7 @@ impl Kms {
                 name: ks.rotation_name(group, now),
                 state: State::Active,
                 description: format!("made by rotation{replaced}"),
-                wrapped_key: wrapped,
+                wrapped_key: WrappedKey(kpk.wrap(&key, tag.as_str())),
                 key_len: key.len(),
                 derivation: None,
                 at: now,
@@ -145,7 +144,7 @@ impl Kms {
                     }
                 }
                 Due::Retire { record } => {
-                    let made = self.commit_with(|ks| {
+                    let made = self.commit_with(|ks, _| {
                         let still = ks
                             .record(&record)
                             .is_some_and(|r| r.state == State::Inactive);

@@ -1,5 +1,6 @@
 //! The two-person rule (`kmsfs mount --two-person`, off by default): a destructive move —
-//! terminating a record, deleting a record or a group, changing a group's cipher — is held
+//! terminating a record, deleting a record or a group, changing a group's cipher, changing a
+//! master key — is held
 //! pending when one administrator asks for it, and made only when a second, different uid
 //! asks for the same move within the window. The same uid asking again is refused; a pending
 //! move that nobody confirms lapses, and both are audited.
@@ -18,6 +19,8 @@ use crate::keystore::{Change, GroupTag, KeyTag, Timestamp};
 pub enum Target {
     Record(KeyTag),
     Group(GroupTag),
+    /// The keystore itself: a change of a master key.
+    Keystore,
 }
 
 /// A destructive move waiting for its second administrator.
@@ -65,10 +68,20 @@ impl TwoPerson {
     /// Whether `change`, asked by `uid`, may be made now. A first request is recorded and
     /// refused with `Pending`; the same move from another uid within the window goes ahead.
     pub(super) fn gate(&mut self, change: &Change, uid: Option<u32>) -> Result<Gate, KmsError> {
+        match destructive(change) {
+            Some((target, action)) => self.gate_action(target, action, uid),
+            None => Ok(Gate::Free),
+        }
+    }
+
+    /// `gate` for a destructive move that is not a `Change` (a master key change).
+    pub(super) fn gate_action(
+        &mut self,
+        target: Target,
+        action: String,
+        uid: Option<u32>,
+    ) -> Result<Gate, KmsError> {
         let Some(window) = self.window else {
-            return Ok(Gate::Free);
-        };
-        let Some((target, action)) = destructive(change) else {
             return Ok(Gate::Free);
         };
         let Some(uid) = uid else {

@@ -17,7 +17,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::crypto::{Hmk, KdfParams, KeyId};
+use crate::audit::AuditKey;
+use crate::crypto::{Hmk, KdfParams, KeyId, SecretKey32};
 use crate::keystore::{Change, Keystore, Snapshot, Timestamp};
 
 pub const DATA_FILE: &str = "KMS_DATA";
@@ -42,6 +43,11 @@ pub struct Header {
     pub hmk_kdf: Option<KdfParams>,
     pub kpk_kdf: Option<KdfParams>,
     pub created: Timestamp,
+    /// When each key was last changed (`kmsfs change-key`); absent: never, since `created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmk_changed: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kpk_changed: Option<Timestamp>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -49,6 +55,10 @@ pub struct Header {
 enum Payload {
     Snapshot {
         snapshot: Snapshot,
+        /// The audit log's key, once the HMK it was derived from has been changed: the chain
+        /// goes on under the same key (`AuditKey::from_hmk` derives it otherwise).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audit_key: Option<CarriedAuditKey>,
     },
     Change {
         change: Change,
@@ -58,6 +68,13 @@ enum Payload {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         audit: Vec<String>,
     },
+}
+
+/// The audit key as a snapshot carries it (sealed under the HMK with the rest of the frame).
+#[derive(Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+struct CarriedAuditKey {
+    key: String,
+    context: String,
 }
 
 /// How much of the audit lines the frames carry `decode_file` keeps (the latest): at least
@@ -87,6 +104,8 @@ pub struct Loaded {
     /// The latest audit lines the change frames carry, oldest first (at most `AUDIT_TAIL_MAX`
     /// bytes).
     pub audit_tail: Vec<String>,
+    /// The audit key the snapshot carries, if the HMK was ever changed.
+    pub audit_key: Option<AuditKey>,
 }
 
 pub fn encode_header(h: &Header) -> (Vec<u8>, [u8; 32]) {
@@ -173,8 +192,14 @@ pub fn encode_change(
     )
 }
 
-/// A whole file holding `ks` as one snapshot frame.
-pub fn encode_file(hmk: &Hmk, header: &Header, ks: &Keystore) -> Vec<u8> {
+/// A whole file holding `ks` as one snapshot frame; `audit_key`: the audit key to carry (see
+/// `Payload::Snapshot`).
+pub fn encode_file(
+    hmk: &Hmk,
+    header: &Header,
+    ks: &Keystore,
+    audit_key: Option<&AuditKey>,
+) -> Vec<u8> {
     let (mut out, digest) = encode_header(header);
     let frame = encode_frame(
         hmk,
@@ -182,6 +207,10 @@ pub fn encode_file(hmk: &Hmk, header: &Header, ks: &Keystore) -> Vec<u8> {
         0,
         &Payload::Snapshot {
             snapshot: ks.to_snapshot(),
+            audit_key: audit_key.map(|k| CarriedAuditKey {
+                key: hex::encode(k.secret().expose()),
+                context: k.context().to_string(),
+            }),
         },
     );
     out.extend_from_slice(&frame);
@@ -198,6 +227,7 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
     let mut seq = 0u64;
     let mut keystore: Option<Keystore> = None;
     let mut audit_tail = std::collections::VecDeque::new();
+    let mut audit_key = None;
     let mut audit_bytes = 0usize;
     while at < bytes.len() {
         let rest = &bytes[at..];
@@ -245,7 +275,22 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
         let payload: Payload = serde_json::from_slice(&plain)
             .map_err(|e| format!("frame {seq} is not readable: {e}"))?;
         match (payload, keystore.as_mut()) {
-            (Payload::Snapshot { snapshot }, None) => {
+            (
+                Payload::Snapshot {
+                    snapshot,
+                    audit_key: carried,
+                },
+                None,
+            ) => {
+                if let Some(c) = carried {
+                    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+                    hex::decode_to_slice(&c.key, &mut bytes[..])
+                        .map_err(|_| "the snapshot's audit key is not 64 hex digits".to_string())?;
+                    audit_key = Some(AuditKey::from_parts(
+                        SecretKey32::from_bytes(*bytes),
+                        c.context.clone(),
+                    ));
+                }
                 keystore = Some(
                     Keystore::from_snapshot(snapshot)
                         .map_err(|e| format!("snapshot breaks an invariant: {e}"))?,
@@ -281,6 +326,7 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
         valid_len: at as u64,
         torn_tail: (bytes.len() - at) as u64,
         audit_tail: audit_tail.into(),
+        audit_key,
     })
 }
 
@@ -351,6 +397,8 @@ mod tests {
             hmk_kdf: None,
             kpk_kdf: None,
             created: Timestamp(1),
+            hmk_changed: None,
+            kpk_changed: None,
         }
     }
 
@@ -366,7 +414,7 @@ mod tests {
 
     fn sample(hmk: &Hmk) -> Vec<u8> {
         let h = header(hmk);
-        let mut bytes = encode_file(hmk, &h, &Keystore::new());
+        let mut bytes = encode_file(hmk, &h, &Keystore::new(), None);
         let digest = decode_header(&bytes).unwrap().digest;
         for (seq, name) in ["a", "b", "c"].iter().enumerate() {
             bytes.extend(encode_change(
@@ -396,7 +444,7 @@ mod tests {
         assert!(!String::from_utf8_lossy(&opened).contains("audit"));
 
         let h = header(&hmk);
-        let mut bytes = encode_file(&hmk, &h, &Keystore::new());
+        let mut bytes = encode_file(&hmk, &h, &Keystore::new(), None);
         let digest = decode_header(&bytes).unwrap().digest;
         let line = "x".repeat(100 * 1024);
         for seq in 1..=12u64 {

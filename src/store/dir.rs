@@ -238,6 +238,24 @@ impl DataDir {
         Ok(())
     }
 
+    /// The names in the directory that start with `prefix`, sorted (read through the
+    /// descriptor: `/proc/self/fd/N` is the directory opened, whatever its path names now).
+    pub fn names_with_prefix(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        use std::os::fd::AsRawFd;
+        let here = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        let entries = std::fs::read_dir(&here).map_err(StoreError::io(format!(
+            "cannot list {}",
+            self.path.display()
+        )))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Makes the directory's entries durable (after a rename).
     pub fn sync(&self) -> io::Result<()> {
         fsync(&self.fd)?;

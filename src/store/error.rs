@@ -36,12 +36,38 @@ pub enum StoreError {
         file: String,
         kind: &'static str,
     },
+    /// The key is derived from a passphrase and has no key file: the passphrase must be given.
+    #[error("{file} is absent and the {key} is derived from a passphrase: give the passphrase (--{} FILE, an inherited descriptor /dev/fd/N, or at the terminal prompt), or rebuild {file} with `kmsfs regenerate`", passphrase_option(key))]
+    NeedPassphrase {
+        key: &'static str,
+        file: &'static str,
+    },
+    #[error("wrong {key} passphrase: it gives the key id {got}, KMS_DATA expects {want}; nothing was changed")]
+    WrongPassphrase {
+        key: &'static str,
+        got: crate::crypto::KeyId,
+        want: crate::crypto::KeyId,
+    },
+    /// A master key change that cannot be made as asked (nothing was changed).
+    #[error("cannot change the key: {0}")]
+    KeyChangeRefused(String),
+    /// A sealed key file whose TPM or token did not give the key back.
+    #[error("{file}: {reason}")]
+    Unseal { file: &'static str, reason: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+fn passphrase_option(key: &str) -> &'static str {
+    if key == "KPK" {
+        "kpk-passphrase-file"
+    } else {
+        "hmk-passphrase-file"
+    }
 }
 
 /// `chmod go-w` is the fix for a directory of one's own, never for a shared one (sticky like

@@ -10,25 +10,33 @@
 //! (the daemon, `init`, `regenerate`, `import`) also refuses a directory or a backing file
 //! that another user owns; reading a copy (`verify`, `export`) does not ask who owns it.
 
+mod change_key;
 pub(crate) mod datafile;
 mod dir;
 mod durable;
 mod error;
 mod lock;
+mod masterkeys;
+mod seal;
+mod tpm_seal;
+mod unseal;
 
+pub use change_key::{KeyChange, NewMasterKey};
 pub use datafile::{Header, DATA_FILE, FORMAT_VERSION};
 pub use error::StoreError;
 pub use lock::{DirLock, LOCK_FILE};
+pub use masterkeys::{
+    keeping, retired_files, retired_name, sealed_blob, Keeping, TokenAccess, Unlock,
+};
+pub use seal::{keep_key, KeepAs};
+pub use unseal::{describe as describe_sealed, DEFAULT_TCTI};
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use crate::crypto::{
-    decode_key_file, encode_key_file, Hmk, KdfParams, KeyFileKind, Kpk, Passphrase, SecretKey32,
-    KEY_FILE_LEN,
-};
+use crate::crypto::{encode_key_file, Hmk, KdfParams, KeyFileKind, Kpk, Passphrase, SecretKey32};
 use crate::keystore::{Change, Keystore, Timestamp};
 use dir::{DataDir, How};
 
@@ -84,6 +92,11 @@ pub struct Store {
     next_seq: u64,
     /// See `take_audit_tail`.
     audit_tail: Vec<String>,
+    /// The audit key the snapshot carries (since the HMK was first changed), carried on by
+    /// every rewrite.
+    carried_audit_key: Option<crate::audit::AuditKey>,
+    /// How the HMK and the KPK are kept.
+    keeping: [Keeping; 2],
     hmk: Hmk,
     frozen: bool,
     _lock: Option<DirLock>,
@@ -160,10 +173,12 @@ pub fn init(dir: &Path, opts: InitOptions) -> Result<InitReport, StoreError> {
         hmk_kdf: hmk_kdf.clone(),
         kpk_kdf: kpk_kdf.clone(),
         created: Timestamp::now(),
+        hmk_changed: None,
+        kpk_changed: None,
     };
     let hmk_bytes = zeroize::Zeroizing::new(encode_key_file(KeyFileKind::Hmk, hmk.secret()));
     let kpk_bytes = zeroize::Zeroizing::new(encode_key_file(KeyFileKind::Kpk, kpk.secret()));
-    let data_bytes = datafile::encode_file(&hmk, &header, &Keystore::new());
+    let data_bytes = datafile::encode_file(&hmk, &header, &Keystore::new(), None);
     // KMS_DATA last: its presence is what makes the directory a keystore.
     write_all_or_nothing(
         &d,
@@ -285,48 +300,6 @@ fn size(f: &File, file: &'static str) -> Result<u64, StoreError> {
         .len())
 }
 
-/// Reads a key file, which must be exactly `KEY_FILE_LEN` bytes: the size is checked before a
-/// byte is read, and no more than one byte past it is ever read (a file that grows meanwhile
-/// is refused all the same).
-fn read_key_file(
-    dir: &DataDir,
-    kind: KeyFileKind,
-    access: Access,
-) -> Result<(SecretKey32, File), StoreError> {
-    let file = kind.file_name();
-    let f =
-        open_backing(dir, file, How::Read, access)?.ok_or_else(|| StoreError::MissingKeyFile {
-            file,
-            dir: dir.path().to_path_buf(),
-        })?;
-    let wrong_length = |len: u64| StoreError::Corrupt {
-        file,
-        reason: format!("wrong length {len} (expected {KEY_FILE_LEN})"),
-    };
-    let len = size(&f, file)?;
-    if len != KEY_FILE_LEN as u64 {
-        return Err(wrong_length(len));
-    }
-    let mut buf = zeroize::Zeroizing::new([0u8; KEY_FILE_LEN + 1]);
-    let mut got = 0;
-    while got < buf.len() {
-        match (&f).read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(StoreError::io(format!("cannot read {file}"))(e)),
-        }
-    }
-    if got != KEY_FILE_LEN {
-        return Err(wrong_length(got as u64));
-    }
-    let key = decode_key_file(kind, &buf[..got]).map_err(|e| StoreError::Corrupt {
-        file,
-        reason: e.to_string(),
-    })?;
-    Ok((key, f))
-}
-
 /// Opens and reads KMS_DATA, at most `MAX_DATA_LEN` bytes of it: its size is checked first,
 /// and a file that grows while it is read (a daemon appending beside `verify`) is never read
 /// past the bound.
@@ -357,6 +330,17 @@ fn too_large_reason(len: u64) -> String {
     format!("{len} bytes, more than the {max} GiB a kmsfs data file may hold: not a keystore, or damaged")
 }
 
+/// The format version of KMS_DATA, from its plain header (no key needed).
+pub fn read_format(dir: &Path) -> Result<u16, StoreError> {
+    let (_, bytes) = read_data_file(&open_dir(dir)?, Access::ReadOnly)?;
+    datafile::decode_header(&bytes)
+        .map(|p| p.format_version)
+        .map_err(|reason| StoreError::Corrupt {
+            file: DATA_FILE,
+            reason,
+        })
+}
+
 /// Reads the plain header of KMS_DATA (no key needed).
 pub fn read_header(dir: &Path) -> Result<Header, StoreError> {
     let (_, bytes) = read_data_file(&open_dir(dir)?, Access::ReadOnly)?;
@@ -368,21 +352,12 @@ pub fn read_header(dir: &Path) -> Result<Header, StoreError> {
         })
 }
 
-/// Reads KMS_HMKF and checks that it is the HMK of KMS_DATA's header; reads only, takes no
-/// lock (for `kmsfs audit verify`, beside a live mount or on a backup).
-pub fn read_hmk(dir: &Path) -> Result<Hmk, StoreError> {
-    let d = open_dir(dir)?;
-    let (_, bytes) = read_data_file(&d, Access::ReadOnly)?;
-    let header = datafile::decode_header(&bytes)
-        .map(|p| p.header)
-        .map_err(|reason| StoreError::Corrupt {
-            file: DATA_FILE,
-            reason,
-        })?;
-    let (secret, _) = read_key_file(&d, KeyFileKind::Hmk, Access::ReadOnly)?;
-    let hmk = Hmk::from_secret(secret);
-    check_key_id("KMS_HMKF", &hmk.id(), &header.hmk_id)?;
-    Ok(hmk)
+/// The key of the keystore's audit log: the one its snapshot carries since an HMK change, else
+/// derived from the HMK. Reads only, takes no lock (for `kmsfs audit verify`, beside a live
+/// mount or on a backup).
+pub fn read_audit_key(dir: &Path, unlock: &Unlock) -> Result<crate::audit::AuditKey, StoreError> {
+    let (store, _, _, _) = Store::open_with(dir, Access::ReadOnly, unlock)?;
+    Ok(store.audit_key())
 }
 
 impl Store {
@@ -393,6 +368,15 @@ impl Store {
         dir: &Path,
         access: Access,
     ) -> Result<(Store, Keystore, Kpk, OpenReport), StoreError> {
+        Store::open_with(dir, access, &Unlock::default())
+    }
+
+    /// `open`, with what keys kept off the disk need (`masterkeys`).
+    pub fn open_with(
+        dir: &Path,
+        access: Access,
+        unlock: &Unlock,
+    ) -> Result<(Store, Keystore, Kpk, OpenReport), StoreError> {
         let d = open_dir(dir)?;
         if access == Access::ReadWrite {
             d.check_private()?;
@@ -401,6 +385,9 @@ impl Store {
             Access::ReadWrite => Some(DirLock::acquire_in(&d)?),
             Access::ReadOnly => None,
         };
+        if access == Access::ReadWrite {
+            remove_leftover_temps(&d)?;
+        }
         // Read only, even for the daemon: a restored frozen copy is mode 0400, and only gets
         // its 0600 back (through this descriptor) once everything has been checked.
         let (read, bytes) = read_data_file(&d, access)?;
@@ -408,11 +395,11 @@ impl Store {
             file: DATA_FILE,
             reason,
         })?;
-        let (hmk, hmk_file) = read_key_file(&d, KeyFileKind::Hmk, access)?;
-        let (kpk, kpk_file) = read_key_file(&d, KeyFileKind::Kpk, access)?;
-        let (hmk, kpk) = (Hmk::from_secret(hmk), Kpk::from_secret(kpk));
-        check_key_id("KMS_HMKF", &hmk.id(), &parsed.header.hmk_id)?;
-        check_key_id("KMS_KPKF", &kpk.id(), &parsed.header.kpk_id)?;
+        let hmk = masterkeys::open_key(&d, KeyFileKind::Hmk, &parsed.header, access, unlock)?;
+        let kpk = masterkeys::open_key(&d, KeyFileKind::Kpk, &parsed.header, access, unlock)?;
+        let keeping = [hmk.keeping, kpk.keeping];
+        let (hmk_file, kpk_file) = (hmk.file, kpk.file);
+        let (hmk, kpk) = (Hmk::from_secret(hmk.secret), Kpk::from_secret(kpk.secret));
         let loaded = datafile::decode_file(&hmk, &bytes).map_err(|reason| StoreError::Corrupt {
             file: DATA_FILE,
             reason,
@@ -420,12 +407,14 @@ impl Store {
         let data = match access {
             Access::ReadWrite => {
                 for (f, file) in [
-                    (&read, DATA_FILE),
-                    (&hmk_file, "KMS_HMKF"),
-                    (&kpk_file, "KMS_KPKF"),
+                    (Some(&read), DATA_FILE),
+                    (hmk_file.as_ref(), "KMS_HMKF"),
+                    (kpk_file.as_ref(), "KMS_KPKF"),
                 ] {
-                    durable::set_mode(f, FILE_MODE)
-                        .map_err(StoreError::io(format!("cannot chmod {file}")))?;
+                    if let Some(f) = f {
+                        durable::set_mode(f, FILE_MODE)
+                            .map_err(StoreError::io(format!("cannot chmod {file}")))?;
+                    }
                 }
                 let f = d
                     .open_file(DATA_FILE, How::ReadWrite)?
@@ -457,6 +446,8 @@ impl Store {
             len: loaded.valid_len,
             next_seq: loaded.frames,
             audit_tail: loaded.audit_tail,
+            carried_audit_key: loaded.audit_key,
+            keeping,
             hmk,
             frozen: false,
             _lock: lock,
@@ -476,7 +467,15 @@ impl Store {
 
     /// The key of this keystore's audit log, derived from the HMK.
     pub fn audit_key(&self) -> crate::audit::AuditKey {
-        crate::audit::AuditKey::from_hmk(&self.hmk)
+        match &self.carried_audit_key {
+            Some(k) => crate::audit::AuditKey::from_parts(k.secret().clone(), k.context().into()),
+            None => crate::audit::AuditKey::from_hmk(&self.hmk),
+        }
+    }
+
+    /// How the HMK and the KPK are kept.
+    pub fn keeping(&self) -> (Keeping, Keeping) {
+        (self.keeping[0], self.keeping[1])
     }
 
     /// The format of KMS_DATA as it is on disk.
@@ -527,7 +526,7 @@ impl Store {
         assert!(!self.frozen, "no compaction while frozen");
         let mut header = self.header.clone();
         header.file_id = file_id();
-        let bytes = datafile::encode_file(&self.hmk, &header, ks);
+        let bytes = datafile::encode_file(&self.hmk, &header, ks, self.carried_audit_key.as_ref());
         let (data, dir_synced) = durable::replace_file(&self.dir, DATA_FILE, &bytes, FILE_MODE)
             .map_err(StoreError::io(format!("cannot rewrite {DATA_FILE}")))?;
         // From the rename on, appends must go to the new file, whatever happens next.
@@ -562,14 +561,19 @@ impl Store {
     fn set_modes(&self, mode: u32) -> Result<(), StoreError> {
         durable::set_mode(&self.data, mode)
             .map_err(StoreError::io(format!("cannot chmod {DATA_FILE}")))?;
-        for file in ["KMS_HMKF", "KMS_KPKF"] {
-            let f =
-                self.dir
-                    .open_file(file, How::Read)?
-                    .ok_or_else(|| StoreError::MissingKeyFile {
+        for (file, keeping) in ["KMS_HMKF", "KMS_KPKF"].into_iter().zip(self.keeping) {
+            let f = self.dir.open_file(file, How::Read)?;
+            let f = match (f, keeping) {
+                (Some(f), _) => f,
+                // Kept off the disk: there is no file to freeze.
+                (None, Keeping::Passphrase) => continue,
+                (None, _) => {
+                    return Err(StoreError::MissingKeyFile {
                         file,
                         dir: self.dir.path().to_path_buf(),
-                    })?;
+                    })
+                }
+            };
             durable::set_mode(&f, mode).map_err(StoreError::io(format!("cannot chmod {file}")))?;
         }
         Ok(())
@@ -583,6 +587,25 @@ impl Store {
     }
 }
 
+/// Temporary files (`.KMS_DATA.tmp`, `.KMS_HMKF.next.ID.tmp`, ...) that a crash left before
+/// they were renamed into place: never part of the keystore; removed under the lock.
+fn remove_leftover_temps(d: &DataDir) -> Result<(), StoreError> {
+    let mut removed = false;
+    for name in d.names_with_prefix(".KMS_")? {
+        if name.ends_with(".tmp") {
+            log::info!("removing {name}, left by an interrupted write");
+            d.remove(&name)
+                .map_err(StoreError::io(format!("cannot remove {name}")))?;
+            removed = true;
+        }
+    }
+    if removed {
+        d.sync()
+            .map_err(StoreError::io("cannot sync the data directory"))?;
+    }
+    Ok(())
+}
+
 /// The file opened for writing must be the one that was read and checked.
 fn same_file(read: &File, write: &File) -> Result<(), StoreError> {
     let (a, b) = (read.metadata(), write.metadata());
@@ -594,18 +617,4 @@ fn same_file(read: &File, write: &File) -> Result<(), StoreError> {
             reason: "the file was replaced while it was being opened; try again".into(),
         }),
     }
-}
-
-fn check_key_id(
-    file: &'static str,
-    got: &crate::crypto::KeyId,
-    want: &crate::crypto::KeyId,
-) -> Result<(), StoreError> {
-    if got != want {
-        return Err(StoreError::KeyMismatch {
-            file,
-            reason: format!("its key id is {got}, KMS_DATA expects {want}"),
-        });
-    }
-    Ok(())
 }

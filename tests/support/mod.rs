@@ -5,7 +5,9 @@
 //! - `keystore`: a keystore populated through the service API (`group`, `record`, ...);
 //! - `cli`: the built `kmsfs` binary and shell commands (`kmsfs`, `verify`, `ok`, `errno`, ...);
 //! - `scratch`: a private scratch directory per test (`Scratch`);
-//! - `snapshot`: what a mounted keystore shows and what its backing files hold, to compare.
+//! - `snapshot`: what a mounted keystore shows and what its backing files hold, to compare;
+//! - `softhsm`: a real SoftHSM2 with tokens of its own, shared by a binary's tests;
+//! - `swtpm`: a real software TPM on loopback ports, stopped when dropped.
 //!
 //! A test that cannot mount fails; it never skips.
 
@@ -18,3 +20,5 @@ pub mod keystore;
 pub mod mount;
 pub mod scratch;
 pub mod snapshot;
+pub mod softhsm;
+pub mod swtpm;

@@ -99,6 +99,9 @@ impl Operations {
             (false, _) | (true, Write::ReadOnly) => Input::None,
             (true, Write::Command(apply)) => Input::Command(apply),
             (true, Write::Object(apply)) => Input::Object(ObjectInput::new(file.name), apply),
+            (true, Write::Request(apply)) => {
+                Input::Object(ObjectInput::with_words(file.name), apply)
+            }
             (true, Write::Text(apply)) => Input::Text(TextInput::new(self.render(node)?), apply),
         };
         // A description open for writing reads back its own edit; others, what was there.
@@ -271,7 +274,7 @@ impl Operations {
         let file = node.file().ok_or(FsError::NotAFile)?;
         let apply = match file.write {
             Write::ReadOnly => return Err(FsError::ReadOnly(self.path(node))),
-            Write::Command(_) | Write::Object(_) => return Ok(()),
+            Write::Command(_) | Write::Object(_) | Write::Request(_) => return Ok(()),
             Write::Text(apply) => apply,
         };
         // Truncating a description is a change: refused here, where `>` sees it, rather than
