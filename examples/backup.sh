@@ -16,6 +16,11 @@
 #                       (they never change after `kmsfs init`; back them up once, offline).
 #   KMSFS=kmsfs         the kmsfs binary, for `kmsfs verify` (default: kmsfs on PATH; `make
 #                       install` puts both in /usr/local/sbin).
+#   KMSFS_UNLOCK="..."  options `kmsfs verify` needs for master keys kept off the disk (README
+#                       "Master keys"), e.g. "--hmk-passphrase-file /root/hmk.pass" or
+#                       "--tcti device:/dev/tpmrm0"; split on blanks. A key kept as a
+#                       passphrase has no key file: only KMS_DATA and the existing key files
+#                       (plain or sealed) are copied.
 #
 # Exit status 0 only if the copy is complete, was taken under one unbroken freeze, and passes
 # `kmsfs verify`. On any failure, or SIGINT/SIGTERM/SIGHUP, the hold is released, the partial
@@ -69,7 +74,19 @@ mkdir -p -- "$root" || die "cannot create $root"
 dest="$root/$name"
 partial="$dest.partial"
 [[ ! -e $dest && ! -e $partial ]] || die "$dest already exists"
-key_files=(KMS_HMKF KMS_KPKF)
+read -r -a unlock <<<"${KMSFS_UNLOCK:-}"
+# The key files this keystore has: none for a key kept as a passphrase at every start.
+key_files=()
+info=$("$kmsfs" info --json --data-dir "$data_dir") || die "kmsfs info cannot read $data_dir"
+for k in hmk kpk; do
+    kept=$(jq -r ".$k.kept" <<<"$info")
+    file=$([ "$k" = hmk ] && echo KMS_HMKF || echo KMS_KPKF)
+    case $kept in
+        passphrase) ;;
+        missing) die "$file is missing from $data_dir: $(jq -r ".$k.needs" <<<"$info")" ;;
+        *) key_files+=("$file") ;;
+    esac
+done
 case $keys_dir in
     "")   keys_dest=$dest; keys_partial=$partial ;;
     none) keys_dest=""; keys_partial="" ;;
@@ -161,7 +178,7 @@ mkdir -- "$partial"
 run cp -a -- "$data_dir/KMS_DATA" "$partial/"
 if [ -n "$keys_partial" ]; then
     mkdir -p -- "$keys_partial"
-    run cp -a -- "$data_dir/KMS_HMKF" "$data_dir/KMS_KPKF" "$keys_partial/"
+    [ ${#key_files[@]} -eq 0 ] || run cp -a -- "${key_files[@]/#/$data_dir/}" "$keys_partial/"
 fi
 
 # Still the same freeze? Otherwise the files may have changed while they were copied.
@@ -201,7 +218,7 @@ for f in "${key_files[@]}"; do
         cp -- "$real_data/$f" "$verify_dir/$f"
     fi
 done
-report=$("$kmsfs" verify --data-dir "$verify_dir") || die "kmsfs verify rejected the copy"
+report=$("$kmsfs" verify --data-dir "$verify_dir" "${unlock[@]}") || die "kmsfs verify rejected the copy"
 rm -rf -- "$verify_dir"
 verify_dir=""
 

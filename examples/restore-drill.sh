@@ -10,7 +10,10 @@
 # `kmsfs verify` on them, mounts them on a scratch mount point, lists every group and record
 # with its state, checks that the listing agrees with .status and that every usable key reads
 # back with the cipher's length, unmounts, and removes the scratch directory.
-# Exit status 0 only if all of that worked. Settings: KMSFS (the binary, default kmsfs on PATH).
+# Exit status 0 only if all of that worked. Settings: KMSFS (the binary, default kmsfs on PATH);
+# KMSFS_UNLOCK: options `kmsfs verify` and `kmsfs mount` need for master keys kept off the disk
+# (e.g. "--hmk-passphrase-file /root/hmk.pass", "--tcti device:/dev/tpmrm0"; README "Master
+# keys"); a key kept as a passphrase needs no key file.
 set -euo pipefail
 umask 077
 
@@ -25,8 +28,15 @@ for tool in jq cp "$kmsfs"; do
 done
 
 [ -f "$backup/KMS_DATA" ] || die "$backup holds no KMS_DATA"
-for f in KMS_HMKF KMS_KPKF; do
+read -r -a unlock <<<"${KMSFS_UNLOCK:-}"
+# Which key files the copy needs: none for a key kept as a passphrase at every start.
+info=$("$kmsfs" info --json --data-dir "$backup") || die "kmsfs info cannot read $backup"
+key_files=()
+for k in hmk kpk; do
+    f=$([ "$k" = hmk ] && echo KMS_HMKF || echo KMS_KPKF)
+    [ "$(jq -r ".$k.kept" <<<"$info")" = passphrase ] && [ ! -f "$keys/$f" ] && continue
     [ -f "$keys/$f" ] || die "$f is not in $keys: give the directory of the key files as KEYS_DIR (or regenerate them: kmsfs regenerate)"
+    key_files+=("$f")
 done
 
 scratch=$(realpath "$(mktemp -d "${TMPDIR:-/tmp}/kmsfs-drill.XXXXXX")")
@@ -63,13 +73,13 @@ trap 'exit 129' HUP
 # 1. Restore into a scratch directory (copies: the backup itself is never opened for writing).
 mkdir -m 700 -- "$data" "$mnt"
 cp -a -- "$backup/KMS_DATA" "$data/"
-cp -a -- "$keys/KMS_HMKF" "$keys/KMS_KPKF" "$data/"
+[ ${#key_files[@]} -eq 0 ] || cp -a -- "${key_files[@]/#/$keys/}" "$data/"
 
 # 2. Offline check: every file authenticates, the keys belong to KMS_DATA.
-"$kmsfs" verify --data-dir "$data" || die "kmsfs verify rejected the backup"
+"$kmsfs" verify --data-dir "$data" "${unlock[@]}" || die "kmsfs verify rejected the backup"
 
 # 3. Serve it.
-"$kmsfs" mount --data-dir "$data" "$mnt" 2>"$scratch/mount.log" &
+"$kmsfs" mount --data-dir "$data" "${unlock[@]}" "$mnt" 2>"$scratch/mount.log" &
 daemon=$!
 for _ in $(seq 1 200); do
     [ -e "$mnt/.status" ] && break

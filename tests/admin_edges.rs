@@ -10,7 +10,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -18,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use support::cli::{errno, kmsfs, ok, text, BIN};
+use support::cli::{errno, kmsfs, ok, on_a_terminal, text, BIN};
 use support::daemon::Daemon;
 use support::scratch::Scratch;
 
@@ -474,37 +473,6 @@ fn a_non_root_user_without_fusermount3_is_told_before_init_creates_anything() {
 }
 
 // ---- 10. (d) short passphrases ----------------------------------------------------------------
-
-/// Runs `kmsfs ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
-fn on_a_terminal(args: &[&OsStr], input: &str) -> std::process::Output {
-    let mut line = shell_quote(OsStr::new(BIN));
-    for a in args {
-        line.push(' ');
-        line.push_str(&shell_quote(a));
-    }
-    let mut child = Command::new("script")
-        .args([
-            OsStr::new("-qec"),
-            OsStr::new(&line),
-            OsStr::new("/dev/null"),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("util-linux script runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn shell_quote(s: &OsStr) -> String {
-    format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"))
-}
 
 #[test]
 fn passphrases_shorter_than_12_characters_are_refused() {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use support::cli::{failed, kmsfs, ok};
 use support::daemon::{mount_refused_with, Daemon};
+use support::examples::{drill, the_backup};
 
 const HMK_PASS: &str = "correct horse battery staple";
 const KPK_PASS: &str = "a second passphrase, also long";
@@ -330,6 +331,22 @@ fn a_passphrase_at_start_keeps_the_keys_off_the_disk() {
     let err = d.sh_err("echo hmk > .change-key");
     assert!(err.contains("Invalid argument"), "{err}");
     assert!(d.read(".errors").contains("kept off the disk"));
+    // The backup script and the restore drill, with the passphrases: the backup holds
+    // KMS_DATA alone (no key file exists to copy).
+    let root = dir.path().join("backups");
+    drill(
+        dir.path(),
+        "backup.sh",
+        &[arg(&d.mnt), arg(&data), arg(&root)],
+        &unlock,
+    );
+    let backup = the_backup(&root);
+    assert_eq!(file_names(&backup), ["KMS_DATA"]);
+    let report = drill(dir.path(), "restore-drill.sh", &[arg(&backup)], &unlock);
+    assert!(
+        report.contains("restore drill passed: 2 group(s), 4 record(s)"),
+        "{report}"
+    );
     // A backup is KMS_DATA alone.
     d.sh_ok("echo quiesce > .quiesce");
     let restore = dir.path().join("restore");
@@ -359,4 +376,52 @@ fn a_passphrase_at_start_keeps_the_keys_off_the_disk() {
             );
         }
     }
+}
+
+#[test]
+fn a_key_kept_as_a_passphrase_is_asked_for_at_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let hp = write_pass(dir.path(), "hmk.pass", HMK_PASS);
+    ok(
+        "init",
+        kmsfs([
+            "init",
+            "--data-dir",
+            arg(&data),
+            "--hmk-passphrase-file",
+            arg(&hp),
+        ]),
+    );
+    ok(
+        "seal hmk",
+        kmsfs([
+            "seal",
+            "--data-dir",
+            arg(&data),
+            "hmk",
+            "--passphrase-only",
+            "--hmk-passphrase-file",
+            arg(&hp),
+        ]),
+    );
+    let verify = [
+        std::ffi::OsStr::new("verify"),
+        std::ffi::OsStr::new("--data-dir"),
+        data.as_os_str(),
+    ];
+    let out = support::cli::on_a_terminal(&verify, &format!("{HMK_PASS}\n"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("HMK passphrase (KMS_HMKF is not on disk): "),
+        "{text}"
+    );
+    // (What was typed shows in `script`'s transcript: it is typed ahead, before the prompt
+    // turns echo off, and the terminal echoes it.)
+    assert!(text.contains("ok: 0 group(s)"), "{text}");
+    let out = support::cli::on_a_terminal(&verify, "not it at all\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("wrong HMK passphrase"), "{text}");
 }

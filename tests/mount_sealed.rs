@@ -13,6 +13,7 @@ use std::str::FromStr;
 use sha2::{Digest as _, Sha256};
 use support::cli::{failed, kmsfs, ok};
 use support::daemon::{mount_refused_with, Daemon};
+use support::examples::{drill, the_backup};
 use support::softhsm;
 use support::swtpm::Swtpm;
 use tss_esapi::handles::PcrHandle;
@@ -121,6 +122,25 @@ fn a_tpm_sealed_hmk_unseals_at_mount_and_a_changed_pcr_is_one_clear_error() {
     // A key change through the mount seals the new HMK to the TPM too.
     d.sh_ok("echo hmk > .change-key");
     assert_eq!(d.json(".status")["hmk"]["kept"], "tpm");
+    // The backup script and the restore drill on this host, with its TPM.
+    let root = dir.path().join("backups");
+    let unlock = ["--tcti", tcti.as_str()];
+    drill(
+        dir.path(),
+        "backup.sh",
+        &[arg(&d.mnt), arg(&data), arg(&root)],
+        &unlock,
+    );
+    let report = drill(
+        dir.path(),
+        "restore-drill.sh",
+        &[arg(&the_backup(&root))],
+        &unlock,
+    );
+    assert!(
+        report.contains("restore drill passed: 1 group(s), 2 record(s)"),
+        "{report}"
+    );
     let hmk = d.json(".status")["hmk"]["id"].as_str().unwrap().to_string();
     d.stop();
     assert_eq!(info(&data)["hmk"]["kept"], "tpm");
@@ -212,6 +232,23 @@ fn a_token_wrapped_kpk_needs_the_token_and_its_pin() {
     // A KPK change through the mount: every key re-wrapped, the new KPK wrapped by the token.
     d.sh_ok("echo kpk > .change-key");
     assert_eq!(keys(&d), before);
+    let root = dir.path().join("backups");
+    drill(
+        dir.path(),
+        "backup.sh",
+        &[arg(&d.mnt), arg(&data), arg(&root)],
+        &token,
+    );
+    let report = drill(
+        dir.path(),
+        "restore-drill.sh",
+        &[arg(&the_backup(&root))],
+        &token,
+    );
+    assert!(
+        report.contains("restore drill passed: 1 group(s), 2 record(s)"),
+        "{report}"
+    );
     // A backup (frozen copy of the three files) restores on a host with the token.
     d.sh_ok("echo quiesce > .quiesce");
     let restore = dir.path().join("restore");

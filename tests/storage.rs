@@ -6,11 +6,11 @@ mod support;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use kmsfs::service::Kms;
 use kmsfs::store::{self, InitOptions};
-use support::cli::{kmsfs, text, verify, BIN};
+use support::cli::{kmsfs, on_a_terminal, text, verify};
 use support::keystore::{derived_record, group, key, record};
 
 fn fresh_dir() -> (tempfile::TempDir, PathBuf) {
@@ -241,30 +241,15 @@ fn compaction_keeps_everything() {
     assert_eq!(kms.unwrap_key(&t).unwrap().expose(), &key[..]);
 }
 
-/// Runs `kmsfs ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
-fn on_a_terminal(args: &str, input: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new("script")
-        .args(["-qec", &format!("{BIN} {args}"), "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("util-linux script runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn init_asks_for_passphrases_on_a_terminal() {
     let (tmp, dir) = fresh_dir();
     let out = on_a_terminal(
-        &format!("init --data-dir {}", dir.display()),
+        &[
+            OsStr::new("init"),
+            OsStr::new("--data-dir"),
+            dir.as_os_str(),
+        ],
         "typed words, long enough\ntyped words, long enough\n\n",
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -295,7 +280,11 @@ fn init_asks_for_passphrases_on_a_terminal() {
     // Two different answers: refused, nothing written.
     let (_tmp2, dir2) = fresh_dir();
     let out = on_a_terminal(
-        &format!("init --data-dir {}", dir2.display()),
+        &[
+            OsStr::new("init"),
+            OsStr::new("--data-dir"),
+            dir2.as_os_str(),
+        ],
         "the first answer\nthe second answer\n",
     );
     assert!(!out.status.success());

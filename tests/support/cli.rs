@@ -97,3 +97,35 @@ pub fn errno<T: std::fmt::Debug>(r: io::Result<T>) -> i32 {
             .unwrap_or_else(|| panic!("not an OS error: {e}")),
     }
 }
+
+/// Runs `kmsfs ARGS` on a pseudo-terminal (util-linux `script`), typing `input`.
+pub fn on_a_terminal(args: &[&OsStr], input: &str) -> Output {
+    let mut line = shell_quote(OsStr::new(BIN));
+    for a in args {
+        line.push(' ');
+        line.push_str(&shell_quote(a));
+    }
+    let mut child = Command::new("script")
+        .args([
+            OsStr::new("-qec"),
+            OsStr::new(&line),
+            OsStr::new("/dev/null"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux script runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn shell_quote(s: &OsStr) -> String {
+    format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"))
+}

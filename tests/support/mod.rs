@@ -4,6 +4,7 @@
 //! - `daemon`: `kmsfs mount` as a child process (`Daemon`), `mount_refused`, `is_mounted`;
 //! - `keystore`: a keystore populated through the service API (`group`, `record`, ...);
 //! - `cli`: the built `kmsfs` binary and shell commands (`kmsfs`, `verify`, `ok`, `errno`, ...);
+//! - `examples`: the admin scripts of `examples/` run as an administrator runs them;
 //! - `scratch`: a private scratch directory per test (`Scratch`);
 //! - `snapshot`: what a mounted keystore shows and what its backing files hold, to compare;
 //! - `softhsm`: a real SoftHSM2 with tokens of its own, shared by a binary's tests;
@@ -16,6 +17,7 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod examples;
 pub mod keystore;
 pub mod mount;
 pub mod scratch;
