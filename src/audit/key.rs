@@ -34,7 +34,7 @@ impl AuditKey {
             .expand(&info, &mut okm[..])
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         AuditKey {
-            key: SecretKey32::from_bytes(*okm),
+            key: SecretKey32::from_slice(&okm),
             context: context.to_owned(),
         }
     }

@@ -15,7 +15,9 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// thread that sealed or opened, which zeroing the schedule on drop does not reach (found by
 /// scanning a core of the daemon: 12 copies of the HMK, 9 of the KPK).
 pub fn cipher(key: &SecretKey32) -> Aes256Gcm {
-    Aes256Gcm::new(key.expose().into())
+    let c = Aes256Gcm::new(key.expose().into());
+    super::pages::scrub_stack();
+    c
 }
 
 /// AES-256-GCM with a random nonce: `nonce || ciphertext || tag`. Random 96-bit nonces are
@@ -34,6 +36,7 @@ pub fn seal_with(cipher: &Aes256Gcm, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     let tag = cipher
         .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, body)
         .expect("AES-GCM refuses only inputs over 64 GiB");
+    super::pages::scrub_stack();
     out.extend_from_slice(&tag);
     out
 }
@@ -57,14 +60,14 @@ pub fn open_with(
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
     let mut buf = Zeroizing::new(body.to_vec());
-    cipher
-        .decrypt_in_place_detached(
-            Nonce::from_slice(nonce),
-            aad,
-            &mut buf,
-            Tag::from_slice(tag),
-        )
-        .map_err(|_| CryptoError::Authentication)?;
+    let opened = cipher.decrypt_in_place_detached(
+        Nonce::from_slice(nonce),
+        aad,
+        &mut buf,
+        Tag::from_slice(tag),
+    );
+    super::pages::scrub_stack();
+    opened.map_err(|_| CryptoError::Authentication)?;
     Ok(buf)
 }
 

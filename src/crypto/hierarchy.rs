@@ -25,7 +25,18 @@ impl KeyId {
             .chain_update(kind)
             .chain_update(key.expose())
             .finalize();
+        // The hasher buffered the key's bytes in a block on the stack.
+        super::pages::scrub_stack();
         KeyId(hex::encode(&digest[..KEY_ID_HEX_LEN / 2]))
+    }
+
+    /// The id an HMK with this secret has (without building its cipher).
+    pub fn of_hmk(key: &SecretKey32) -> KeyId {
+        KeyId::compute(b"hmk", key)
+    }
+
+    pub fn of_kpk(key: &SecretKey32) -> KeyId {
+        KeyId::compute(b"kpk", key)
     }
 }
 
@@ -60,11 +71,15 @@ impl From<KeyId> for String {
 /// Host master key: encrypts the body of KMS_DATA. Keeps its key schedule for its whole life
 /// (see `aead::cipher`).
 #[derive(Clone)]
-pub struct Hmk(SecretKey32, std::sync::Arc<aes_gcm::Aes256Gcm>);
+pub struct Hmk(SecretKey32, Schedule);
 
 /// Key protection key: wraps each record's key material, bound to the record's tag.
 #[derive(Clone)]
-pub struct Kpk(SecretKey32, std::sync::Arc<aes_gcm::Aes256Gcm>);
+pub struct Kpk(SecretKey32, Schedule);
+
+/// A master key's AES schedule, on a secret page (out of core dumps, locked, wiped), shared by
+/// every clone of the key.
+type Schedule = std::sync::Arc<super::pages::SecretPage<aes_gcm::Aes256Gcm>>;
 
 macro_rules! common_key_impl {
     ($ty:ident, $label:literal) => {
@@ -76,7 +91,7 @@ macro_rules! common_key_impl {
             pub fn from_secret(key: SecretKey32) -> Self {
                 // Built straight into its shared allocation: moving a schedule out of a Box
                 // would leave an unwiped copy behind.
-                let cipher = std::sync::Arc::new(aead::cipher(&key));
+                let cipher = super::pages::SecretPage::shared(aead::cipher(&key));
                 $ty(key, cipher)
             }
 

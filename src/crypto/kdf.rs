@@ -60,7 +60,7 @@ impl KdfParams {
     pub fn derive_key32(&self, pass: &Passphrase) -> Result<SecretKey32, CryptoError> {
         let mut out = Zeroizing::new([0u8; 32]);
         self.derive_into(pass, &mut *out)?;
-        Ok(SecretKey32::from_bytes(*out))
+        Ok(SecretKey32::from_slice(&out))
     }
 
     fn derive_into(&self, pass: &Passphrase, out: &mut [u8]) -> Result<(), CryptoError> {

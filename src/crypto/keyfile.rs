@@ -177,7 +177,7 @@ pub fn decode_key_file(kind: KeyFileKind, bytes: &[u8]) -> Result<SecretKey32, C
     }
     let mut key = Zeroizing::new([0u8; 32]);
     key.copy_from_slice(&bytes[KEY_AT..SUM_AT]);
-    Ok(SecretKey32::from_bytes(*key))
+    Ok(SecretKey32::from_slice(&key))
 }
 
 #[cfg(test)]

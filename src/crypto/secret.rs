@@ -2,27 +2,46 @@ use std::fmt;
 
 use rand::rngs::OsRng;
 use rand::RngCore;
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::pages::SecretPage;
 
 use super::CryptoError;
 
-/// A 256-bit key (HMK, KPK or an AES-256 key derived from them).
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct SecretKey32([u8; 32]);
+/// A 256-bit key (HMK, KPK or an AES-256 key derived from them), on a page of its own: out of
+/// core dumps, locked in RAM, wiped when dropped (`pages`).
+pub struct SecretKey32(Box<SecretPage<[u8; 32]>>);
 
 impl SecretKey32 {
     pub fn random() -> Self {
-        let mut key = SecretKey32([0u8; 32]);
-        OsRng.fill_bytes(&mut key.0);
-        key
+        let mut page = SecretPage::boxed([0u8; 32]);
+        OsRng.fill_bytes(&mut **page);
+        SecretKey32(page)
     }
 
+    /// For constants and tests: `bytes` is a copy on the caller's stack. Keys read or derived
+    /// at run time come in through `from_slice`, which leaves no such copy.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        SecretKey32(bytes)
+        SecretKey32::from_slice(&bytes)
+    }
+
+    /// Copies the key straight onto its page from the caller's (wiped) buffer.
+    pub fn from_slice(bytes: &[u8; 32]) -> Self {
+        let mut page = SecretPage::boxed([0u8; 32]);
+        page.copy_from_slice(bytes);
+        SecretKey32(page)
     }
 
     pub fn expose(&self) -> &[u8; 32] {
         &self.0
+    }
+}
+
+impl Clone for SecretKey32 {
+    fn clone(&self) -> Self {
+        let mut page = SecretPage::boxed([0u8; 32]);
+        page.copy_from_slice(&**self.0);
+        SecretKey32(page)
     }
 }
 
@@ -32,31 +51,73 @@ impl fmt::Debug for SecretKey32 {
     }
 }
 
-/// A record's data-encryption key (16, 24 or 32 bytes).
-#[derive(Clone)]
-pub struct KeyMaterial(Zeroizing<Vec<u8>>);
+/// A record's data-encryption key (16, 24 or 32 bytes), on a page of its own like the master
+/// keys. A longer value (only hostile input has one: import checks lengths later) is kept in
+/// an ordinary wiped buffer.
+pub struct KeyMaterial(Held);
+
+enum Held {
+    Page(Box<SecretPage<([u8; MAX_PAGED_KEY], usize)>>),
+    Heap(Zeroizing<Vec<u8>>),
+}
+
+/// Record keys up to this length live on a secret page.
+const MAX_PAGED_KEY: usize = 64;
 
 impl KeyMaterial {
     pub fn random(len: usize) -> Self {
-        let mut bytes = Zeroizing::new(vec![0u8; len]);
-        OsRng.fill_bytes(&mut bytes);
-        KeyMaterial(bytes)
+        let mut km = KeyMaterial::zeroed(len);
+        match &mut km.0 {
+            Held::Page(p) => OsRng.fill_bytes(&mut p.0[..len]),
+            Held::Heap(v) => OsRng.fill_bytes(v),
+        }
+        km
     }
 
+    fn zeroed(len: usize) -> Self {
+        if len <= MAX_PAGED_KEY {
+            KeyMaterial(Held::Page(SecretPage::boxed(([0u8; MAX_PAGED_KEY], len))))
+        } else {
+            KeyMaterial(Held::Heap(Zeroizing::new(vec![0u8; len])))
+        }
+    }
+
+    /// Takes the bytes onto a secret page and wipes `bytes`.
     pub fn from_vec(bytes: Vec<u8>) -> Self {
-        KeyMaterial(Zeroizing::new(bytes))
+        let mut bytes = Zeroizing::new(bytes);
+        let mut km = KeyMaterial::zeroed(bytes.len());
+        match &mut km.0 {
+            Held::Page(p) => p.0[..bytes.len()].copy_from_slice(&bytes),
+            Held::Heap(v) => v.copy_from_slice(&bytes),
+        }
+        bytes.zeroize();
+        km
     }
 
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Held::Page(p) => &p.0[..p.1],
+            Held::Heap(v) => v,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.expose().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+}
+
+impl Clone for KeyMaterial {
+    fn clone(&self) -> Self {
+        let mut km = KeyMaterial::zeroed(self.len());
+        match &mut km.0 {
+            Held::Page(p) => p.0[..self.len()].copy_from_slice(self.expose()),
+            Held::Heap(v) => v.copy_from_slice(self.expose()),
+        }
+        km
     }
 }
 

@@ -58,7 +58,7 @@ impl ObjectInput {
     /// broken object is refused too rather than glued to the next attempt.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, FsError> {
         if self.buf.len() + data.len() > MAX_CREATE_BYTES {
-            self.buf.clear();
+            zeroize::Zeroize::zeroize(&mut *self.buf);
             return Err(FsError::ObjectTooLarge {
                 file: self.file,
                 max: MAX_CREATE_BYTES,
@@ -67,7 +67,7 @@ impl ObjectInput {
         self.buf.extend_from_slice(data);
         let result = self.parse();
         if !matches!(result, Ok(None)) {
-            self.buf.clear();
+            zeroize::Zeroize::zeroize(&mut *self.buf);
         }
         result
     }

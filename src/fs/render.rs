@@ -109,6 +109,10 @@ struct HardeningJson {
     core_limit: u64,
     /// Whether the daemon's memory is locked (never swapped): `kmsfs mount` locks it.
     memory_locked: bool,
+    /// Whether the pages holding keys are kept out of core dumps (MADV_DONTDUMP), and how
+    /// many such pages there are now.
+    secrets_out_of_dumps: bool,
+    secret_pages: usize,
 }
 
 pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
@@ -131,6 +135,8 @@ pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
                 dumpable: h.dumpable,
                 core_limit: h.core_limit,
                 memory_locked: h.locked_bytes > 0,
+                secrets_out_of_dumps: crate::crypto::dump_exclusion().0,
+                secret_pages: crate::crypto::dump_exclusion().1,
             }
         },
         pending: v

@@ -314,7 +314,7 @@ pub fn recover(
             )));
         }
         bytes.copy_from_slice(&plain);
-        Ok(SecretKey32::from_bytes(*bytes))
+        Ok(SecretKey32::from_slice(&bytes))
     })
 }
 

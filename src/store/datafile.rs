@@ -287,7 +287,7 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
                     hex::decode_to_slice(&c.key, &mut bytes[..])
                         .map_err(|_| "the snapshot's audit key is not 64 hex digits".to_string())?;
                     audit_key = Some(AuditKey::from_parts(
-                        SecretKey32::from_bytes(*bytes),
+                        SecretKey32::from_slice(&bytes),
                         c.context.clone(),
                     ));
                 }

@@ -18,8 +18,8 @@ use super::datafile::Header;
 use super::dir::{DataDir, How};
 use super::{Access, StoreError};
 use crate::crypto::{
-    decode_any_key_file, Hmk, KeyFileBody, KeyFileKind, KeyId, Kpk, Passphrase, Sealer,
-    SecretKey32, KEY_FILE_LEN, MAX_KEY_FILE_LEN,
+    decode_any_key_file, KeyFileBody, KeyFileKind, KeyId, Passphrase, Sealer, SecretKey32,
+    KEY_FILE_LEN, MAX_KEY_FILE_LEN,
 };
 
 /// What opening needs besides the files: passphrases for keys kept off the disk, and how to
@@ -110,8 +110,8 @@ fn header_kdf(header: &Header, kind: KeyFileKind) -> Option<&crate::crypto::KdfP
 
 pub fn key_id(kind: KeyFileKind, secret: &SecretKey32) -> KeyId {
     match kind {
-        KeyFileKind::Hmk => Hmk::from_secret(secret.clone()).id(),
-        KeyFileKind::Kpk => Kpk::from_secret(secret.clone()).id(),
+        KeyFileKind::Hmk => KeyId::of_hmk(secret),
+        KeyFileKind::Kpk => KeyId::of_kpk(secret),
     }
 }
 

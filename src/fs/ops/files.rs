@@ -162,6 +162,9 @@ impl Operations {
             Input::None => return Err(FsError::NotOpenForWriting),
             Input::Command(apply) => apply(&self.kms, &h.of, parse::command_text(data)?)?,
             Input::Object(buf, apply) => {
+                // `.create` and `.change-key` take passphrases: the request buffer the kernel's
+                // write arrived in (fuser's, not ours to wipe) is kept out of core dumps.
+                crate::crypto::exclude_from_dumps(data);
                 if let Some(object) = buf.feed(data)? {
                     apply(&self.kms, &h.of, &object)?;
                 }

@@ -219,7 +219,7 @@ impl Tpm {
         }
         let mut key = Zeroizing::new([0u8; 32]);
         key.copy_from_slice(bytes);
-        Ok(SecretKey32::from_bytes(*key))
+        Ok(SecretKey32::from_slice(&key))
     }
 
     /// One try at unsealing the loaded object `sealed`.
