@@ -21,6 +21,7 @@ impl Kms {
     /// refusal stops there), then as one compacted KMS_DATA written beside the old one and
     /// renamed over it. Memory takes the new keystore only once the rename is durable.
     pub fn apply_atomically(&self, changes: &[Change]) -> Result<(), KmsError> {
+        let mut store = self.store();
         let mut inner = self.write();
         let inner = &mut *inner;
         let mut next = inner.ks.clone();
@@ -34,13 +35,14 @@ impl Kms {
         if inner.freeze.is_frozen() {
             return Err(KmsError::Quiesced);
         }
-        let before = inner.store.header().file_id.clone();
-        let result = inner.store.compact(&next);
+        let before = store.header().file_id.clone();
+        let result = store.compact(&next);
         // A failure after the rename (the directory's fsync) leaves the new file in place:
         // memory must follow the disk even though the error is reported.
-        if result.is_ok() || inner.store.header().file_id != before {
+        if result.is_ok() || store.header().file_id != before {
             inner.ks = next;
         }
+        inner.on_disk = super::OnDisk::of(&store);
         Ok(result?)
     }
 }

@@ -37,8 +37,12 @@ impl Kms {
         kind: KeyFileKind,
         new: &NewMasterKey,
     ) -> Result<KeyChange, KmsError> {
-        let mut inner = self.write();
-        let inner = &mut *inner;
+        // The writer's lock for the whole change; `inner`'s write lock for the checks, and
+        // again to take the new keys: readers go on with the old keys while the files are
+        // rewritten (they open the same keys either way).
+        let mut store = self.store();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         let refuse = |e: KmsError| {
             self.audit_master_key(kind, Verdict::Refused(&e.to_string()));
             Err(e)
@@ -65,9 +69,14 @@ impl Kms {
                 .and_then(|()| log.sync())
                 .map_err(|e| KmsError::Audit(e.to_string()))?;
         }
-        let changed = inner
-            .store
-            .change_key(kind, new, &inner.ks, &inner.kpk, &self.unlock);
+        drop(guard);
+        let changed = {
+            let inner = self.read();
+            store.change_key(kind, new, &inner.0.ks, &inner.0.kpk, &self.unlock)
+        };
+        let mut guard = self.write();
+        let inner = &mut *guard;
+        inner.on_disk = super::OnDisk::of(&store);
         match changed {
             Ok((change, rewrapped)) => {
                 if let Some((ks, kpk)) = rewrapped {
@@ -106,8 +115,8 @@ impl Kms {
 impl super::ReadGuard<'_> {
     /// The HMK and the KPK as `.status` shows them.
     pub fn master_keys(&self) -> [MasterKeyStatus; 2] {
-        let h = self.0.store.header();
-        let (hk, kk) = self.0.store.keeping();
+        let h = &self.0.on_disk.header;
+        let (hk, kk) = self.0.on_disk.keeping;
         [
             MasterKeyStatus {
                 id: h.hmk_id.to_string(),

@@ -24,7 +24,7 @@ pub use two_person::{Pending, Target as PendingTarget};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::crypto::{CryptoError, KdfParams, KeyMaterial, Kpk};
@@ -35,10 +35,29 @@ use crate::keystore::{
 use crate::store::{Access, Store, Unlock, FORMAT_VERSION};
 use quiesce::Freeze;
 
+/// The part of the store's state that readers show, copied after every operation on it.
+#[derive(Debug, Clone)]
+struct OnDisk {
+    header: crate::store::Header,
+    format: u16,
+    keeping: (crate::store::Keeping, crate::store::Keeping),
+}
+
+impl OnDisk {
+    fn of(store: &Store) -> OnDisk {
+        OnDisk {
+            header: store.header().clone(),
+            format: store.format(),
+            keeping: store.keeping(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     ks: Keystore,
-    store: Store,
+    /// What the files on disk say of themselves, as of the last change: for `.status`.
+    on_disk: OnDisk,
     freeze: Freeze,
     two_person: two_person::TwoPerson,
     /// Under the lock: a change of the KPK (`change_master_key`) replaces it, and every key
@@ -50,6 +69,10 @@ struct Inner {
 
 pub struct Kms {
     inner: RwLock<Inner>,
+    /// The writer's lock: every change, freeze and key change holds it from its checks to
+    /// its fdatasync, and takes `inner`'s write lock only to check and then to apply, so that
+    /// readers never wait for a disk. Always taken before `inner`.
+    store: Mutex<Store>,
     data_dir: PathBuf,
     /// Leased holds, for the timer to read without taking a reference to the service: a
     /// timer that held one at the wrong moment would keep the keystore (and its lock) alive
@@ -126,12 +149,13 @@ impl Kms {
         let kms = Arc::new(Kms {
             inner: RwLock::new(Inner {
                 ks,
-                store,
+                on_disk: OnDisk::of(&store),
                 freeze: Freeze::default(),
                 two_person: Default::default(),
                 kpk,
                 data_dir: data_dir.to_path_buf(),
             }),
+            store: Mutex::new(store),
             unlock,
             data_dir: data_dir.to_path_buf(),
             leased: Arc::new(AtomicUsize::new(0)),
@@ -162,6 +186,12 @@ impl Kms {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The writer's lock (see `store`). A panic while holding it leaves the files as the
+    /// last completed operation left them (each is atomic), so a poisoned lock is sound.
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Check, persist, apply. A change that would change nothing succeeds even while frozen.
     fn commit(&self, change: Change) -> Result<Outcome, KmsError> {
         self.commit_with(|_, _| Ok(Some(change)))
@@ -175,83 +205,102 @@ impl Kms {
         &self,
         make: impl FnOnce(&Keystore, &Kpk) -> Result<Option<Change>, KmsError>,
     ) -> Result<Option<Outcome>, KmsError> {
-        let mut inner = self.write();
-        let inner = &mut *inner;
-        let Some(change) = make(&inner.ks, &inner.kpk)? else {
-            return Ok(None);
+        // The writer's lock first: no other change, freeze or key change can come between
+        // the checks below and the change being applied, while readers go on reading the
+        // keystore as it is (durable) until the change is durable too.
+        let mut store = self.store();
+        let change = {
+            let mut guard = self.write();
+            let inner = &mut *guard;
+            let Some(change) = make(&inner.ks, &inner.kpk)? else {
+                return Ok(None);
+            };
+            match inner.ks.check(&change) {
+                Ok(Outcome::Unchanged) => return Ok(Some(Outcome::Unchanged)),
+                Ok(Outcome::Changed) => {}
+                Err(e) => {
+                    let e = KmsError::from(e);
+                    self.audit_change_refused(&inner.ks, &change, &e);
+                    return Err(e);
+                }
+            }
+            if inner.freeze.is_frozen() {
+                self.audit_change_refused(&inner.ks, &change, &KmsError::Quiesced);
+                return Err(KmsError::Quiesced);
+            }
+            let gate = inner.two_person.gate(&change, audit::actor_uid());
+            self.pending
+                .store(inner.two_person.pending().len(), Ordering::Release);
+            match gate {
+                Ok(two_person::Gate::Free) => {}
+                Ok(two_person::Gate::Confirmed(first)) => log::info!(
+                    "two-person rule: {} asked by uid {} is confirmed by uid {}",
+                    first.action,
+                    first.by_uid,
+                    audit::actor_uid().unwrap_or(0)
+                ),
+                Err(e) => {
+                    self.audit_change_refused(&inner.ks, &change, &e);
+                    return Err(e);
+                }
+            }
+            // The line that allows the change is written before the change is made, and the
+            // change's frame carries it (with every line not yet synced in the log): one
+            // fdatasync makes both durable, and a crash can lose neither without the other. A
+            // crash after the line is written but before the frame is synced leaves a line
+            // for a change that did not happen, never the reverse.
+            self.audit_change(&inner.ks, &change)?;
+            change
         };
-        match inner.ks.check(&change) {
-            Ok(Outcome::Unchanged) => return Ok(Some(Outcome::Unchanged)),
-            Ok(Outcome::Changed) => {}
-            Err(e) => {
-                let e = KmsError::from(e);
-                self.audit_change_refused(&inner.ks, &change, &e);
-                return Err(e);
-            }
-        }
-        if inner.freeze.is_frozen() {
-            self.audit_change_refused(&inner.ks, &change, &KmsError::Quiesced);
-            return Err(KmsError::Quiesced);
-        }
-        let gate = inner.two_person.gate(&change, audit::actor_uid());
-        self.pending
-            .store(inner.two_person.pending().len(), Ordering::Release);
-        match gate {
-            Ok(two_person::Gate::Free) => {}
-            Ok(two_person::Gate::Confirmed(first)) => log::info!(
-                "two-person rule: {} asked by uid {} is confirmed by uid {}",
-                first.action,
-                first.by_uid,
-                audit::actor_uid().unwrap_or(0)
-            ),
-            Err(e) => {
-                self.audit_change_refused(&inner.ks, &change, &e);
-                return Err(e);
-            }
-        }
-        // The line that allows the change is written before the change is made, and the
-        // change's frame carries it (with every line not yet synced in the log): one
-        // fdatasync makes both durable, and a crash can lose neither without the other. A
-        // crash after the line is written but before the frame is synced leaves a line for
-        // a change that did not happen, never the reverse.
-        self.audit_change(&inner.ks, &change)?;
-        if change.min_format() > inner.store.format() {
+        // From here on, only the writer's lock is held: key reads and metadata reads do not
+        // wait for the rewrite or the fdatasync below (they see the keystore before the
+        // change until it is durable).
+        if change.min_format() > store.format() {
             // An older file cannot hold this change: rewrite it in the current format first
             // (atomically, as compaction does), so that its header tells an older kmsfs to
             // keep out rather than let it stumble on a frame it cannot read.
             log::info!(
                 "rewriting {} in format {FORMAT_VERSION} (it was {})",
                 self.data_dir.display(),
-                inner.store.format()
+                store.format()
             );
             self.sync_audit_before_compaction()?;
-            inner.store.compact(&inner.ks)?;
+            store.compact(&self.read().0.ks)?;
         }
         let (lines, last_line) = self.audit_unsaved();
-        if let Err(e) = inner.store.append(&change, &lines) {
+        if let Err(e) = store.append(&change, &lines) {
             let e = KmsError::from(e);
-            self.audit_change_refused(&inner.ks, &change, &e);
+            self.audit_change_refused(&self.read().0.ks, &change, &e);
             return Err(e);
         }
         self.audit_saved_through(last_line);
-        let outcome = inner.ks.apply(&change)?;
-        if matches!(
-            change,
-            Change::SetRotation { .. } | Change::DeleteGroup { .. }
-        ) {
-            self.rotating
-                .store(rotation::any_enabled(&inner.ks), Ordering::Release);
-        }
-        if inner.store.wants_compaction(&inner.ks) {
+        let outcome = {
+            let mut guard = self.write();
+            let inner = &mut *guard;
+            let outcome = inner.ks.apply(&change)?;
+            inner.on_disk = OnDisk::of(&store);
+            if matches!(
+                change,
+                Change::SetRotation { .. } | Change::DeleteGroup { .. }
+            ) {
+                self.rotating
+                    .store(rotation::any_enabled(&inner.ks), Ordering::Release);
+            }
+            outcome
+        };
+        let ks = self.read();
+        if store.wants_compaction(&ks.0.ks) {
             // The change is already durable in the log; a failed compaction only means the
             // log stays longer until the next attempt.
             if let Err(e) = self
                 .sync_audit_before_compaction()
-                .and_then(|()| Ok(inner.store.compact(&inner.ks)?))
+                .and_then(|()| Ok(store.compact(&ks.0.ks)?))
             {
                 log::error!("compaction of {} failed: {e}", self.data_dir.display());
             }
         }
+        drop(ks);
+        self.write().on_disk = OnDisk::of(&store);
         Ok(Some(outcome))
     }
 
@@ -473,11 +522,13 @@ impl Kms {
             return Err(e);
         }
         self.audit_keystore("quiesce", Ok(()), true)?;
+        // The writer's lock: a change under way finishes (its fdatasync) before the freeze.
+        let mut store = self.store();
         let mut inner = self.write();
         let inner = &mut *inner;
         if !inner.freeze.is_frozen() {
-            if let Err(e) = inner.store.freeze() {
-                let _ = inner.store.thaw();
+            if let Err(e) = store.freeze() {
+                let _ = store.thaw();
                 return Err(e.into());
             }
         }
@@ -495,6 +546,7 @@ impl Kms {
 
     /// Removes one hold, an unleased one first; with none left, changes resume.
     pub fn unquiesce(&self) -> Result<(), KmsError> {
+        let mut store = self.store();
         let mut inner = self.write();
         let inner = &mut *inner;
         if let Err(e) = inner.freeze.release() {
@@ -505,7 +557,7 @@ impl Kms {
         self.audit_keystore("unquiesce", Ok(()), false)?;
         self.leased.store(inner.freeze.leased(), Ordering::Release);
         if !inner.freeze.is_frozen() {
-            inner.store.thaw()?;
+            store.thaw()?;
             log::info!("unquiesced: changes resume");
         }
         Ok(())
@@ -513,6 +565,7 @@ impl Kms {
 
     /// Lets lapsed leases go; called by the timer.
     fn expire_leases(&self) {
+        let mut store = self.store();
         let mut inner = self.write();
         let lapsed = inner.freeze.expire(Instant::now());
         self.leased.store(inner.freeze.leased(), Ordering::Release);
@@ -523,7 +576,7 @@ impl Kms {
                 inner.freeze.holds()
             );
             if !inner.freeze.is_frozen() {
-                if let Err(e) = inner.store.thaw() {
+                if let Err(e) = store.thaw() {
                     log::error!("cannot restore write permission after the lease lapsed: {e}");
                 }
             }
@@ -556,10 +609,10 @@ impl ReadGuard<'_> {
 
     /// What `.status` shows, under the same guard as the keystore it counts.
     pub fn status(&self) -> Status {
-        let header = self.0.store.header();
+        let header = &self.0.on_disk.header;
         Status {
             version: env!("CARGO_PKG_VERSION"),
-            format_version: self.0.store.format(),
+            format_version: self.0.on_disk.format,
             data_dir: self.0.data_dir.clone(),
             groups: self.0.ks.group_count(),
             records: self.0.ks.record_count(),
@@ -616,5 +669,50 @@ fn tests_support_reopen(dir: &Path) -> Arc<Kms> {
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => panic!("reopen {}: {e}", data.display()),
         }
+    }
+}
+
+#[cfg(test)]
+mod writer_lock_tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// While a change holds the writer's lock (as it does through its fdatasync), key reads,
+    /// metadata and `.status` are served; the next change waits for its turn.
+    #[test]
+    fn readers_never_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        crate::store::init(&data, Default::default()).unwrap();
+        let kms = Kms::open(&data).unwrap();
+        let g = kms.create_group(Name::parse("pool").unwrap()).unwrap();
+        let k = kms
+            .create_record(&g, NewRecord::prelive(Name::parse("k").unwrap()))
+            .unwrap();
+        kms.set_state(&k, State::Active).unwrap();
+        let writer = kms.store();
+        let (done, read) = mpsc::channel();
+        let kms2 = kms.clone();
+        let k2 = k.clone();
+        std::thread::spawn(move || {
+            let key = kms2.read_key(&k2).map(|k| k.len());
+            let status = kms2.status();
+            let _ = done.send((key.ok(), status.records));
+        });
+        let (key, records) = read
+            .recv_timeout(Duration::from_secs(20))
+            .expect("a reader waited for the writer's lock");
+        assert_eq!((key, records), (Some(32), 1));
+        let (changed, change) = mpsc::channel();
+        let kms3 = kms.clone();
+        std::thread::spawn(move || {
+            let _ = changed.send(kms3.describe_record(&k, "later").is_ok());
+        });
+        assert!(
+            change.recv_timeout(Duration::from_millis(300)).is_err(),
+            "a change went ahead while another held the writer's lock"
+        );
+        drop(writer);
+        assert!(change.recv_timeout(Duration::from_secs(20)).unwrap());
     }
 }

@@ -1,0 +1,196 @@
+//! Parallel reads through a real mount, with and without a writer: key reads per second with 1
+//! and with 8 reader threads, and the latency of a read while a writer keeps changing another
+//! record's state durably (each change one fdatasync). Readers never take the writer's lock, so
+//! a read should not wait for a writer's fdatasync: its latency with the writer running should
+//! stay far below the fdatasync it would otherwise wait for (measured in the same run: a raw
+//! append + fdatasync in the data directory).
+//!
+//!   cargo run --release --example bench_parallel [SECONDS_PER_ROUND]   (default 2)
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kmsfs::service::Kms;
+
+const GROUP: &str = "pool";
+const RECORDS: usize = 64;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// `threads` readers reading `key` files (each its own records) for `secs`; reads per second
+/// and every read's latency.
+fn readers(keys: &[PathBuf], threads: usize, secs: f64) -> (f64, Vec<Duration>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let mine: Vec<PathBuf> = keys.iter().skip(t).step_by(threads).cloned().collect();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    let k = fs::read(&mine[i % mine.len()]).unwrap();
+                    lat.push(t0.elapsed());
+                    assert_eq!(k.len(), 32);
+                    i += 1;
+                }
+                lat
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.join().unwrap());
+    }
+    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
+    all.sort();
+    (rate, all)
+}
+
+/// Flips `state` between active and inactive until stopped; returns the number of changes.
+fn writer(state: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let word = if n % 2 == 0 { "inactive" } else { "active" };
+            fs::write(&state, word).unwrap();
+            n += 1;
+        }
+        n
+    })
+}
+
+fn raw_fdatasync(dir: &Path, reps: usize) -> Duration {
+    let path = dir.join("baseline.log");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let v: Vec<Duration> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f.write_all(&[0x5a; 400]).unwrap();
+            f.sync_data().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    fs::remove_file(&path).unwrap();
+    support::median(v)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    log::set_max_level(log::LevelFilter::Warn);
+    let secs: f64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    let work = tempfile::Builder::new()
+        .prefix("kmsfs-bench-parallel")
+        .tempdir()
+        .unwrap();
+    let data = work.path().join("ks");
+    let (_, records) = support::build_keystore(&data, GROUP, RECORDS + 1, None);
+    let kms = Kms::open(&data).unwrap();
+    let mnt = work.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let opts = kmsfs::fs::MountOptions {
+        threads: 8,
+        ..Default::default()
+    };
+    let session = kmsfs::fs::spawn(kms, &mnt, &opts).expect("mount");
+    while !mnt.join(".status").exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let group = mnt.join(GROUP);
+    // Activating each in turn leaves one active and the others inactive: all readable. The
+    // last one is the writer's.
+    for (name, _) in &records {
+        fs::write(group.join(name).join("state"), "active").unwrap();
+    }
+    let (writer_rec, _) = records.last().unwrap().clone();
+    let keys: Vec<PathBuf> = records[..RECORDS]
+        .iter()
+        .map(|(n, _)| group.join(n).join("key"))
+        .collect();
+    let sync = raw_fdatasync(&data, 200);
+    println!(
+        "{} s per round, {RECORDS} records, 8 serving threads, {} vCPUs; raw append+fdatasync median {:.0} us",
+        secs,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        us(sync)
+    );
+    println!(
+        "{:<34} {:>12} {:>10} {:>10} {:>10}",
+        "workload", "reads/s", "p50_us", "p99_us", "max_us"
+    );
+    let mut json = Vec::new();
+    let mut row = |name: &str, rate: f64, lat: &[Duration], extra: String| {
+        let (p50, p99, max) = (
+            percentile(lat, 0.5),
+            percentile(lat, 0.99),
+            lat.last().copied().unwrap_or_default(),
+        );
+        println!(
+            "{name:<34} {rate:>12.0} {:>10.0} {:>10.0} {:>10.0}{extra}",
+            us(p50),
+            us(p99),
+            us(max)
+        );
+        json.push(format!(
+            r#"{{"workload":"{name}","reads_per_s":{rate:.0},"p50_us":{:.1},"p99_us":{:.1}}}"#,
+            us(p50),
+            us(p99)
+        ));
+    };
+    let _ = readers(&keys, 8, 0.5); // warm-up
+    let (r1, l1) = readers(&keys, 1, secs);
+    row("1 reader", r1, &l1, String::new());
+    let (r8, l8) = readers(&keys, 8, secs);
+    row("8 readers", r8, &l8, format!("   {:.2}x 1 reader", r8 / r1));
+    for threads in [1, 8] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let w = writer(group.join(&writer_rec).join("state"), stop.clone());
+        let (r, l) = readers(&keys, threads, secs);
+        stop.store(true, Ordering::Relaxed);
+        let changes = w.join().unwrap();
+        let base = if threads == 1 { r1 } else { r8 };
+        row(
+            &format!("{threads} reader(s) + 1 writer"),
+            r,
+            &l,
+            format!(
+                "   {:.2}x without the writer; writer {:.0} changes/s",
+                r / base,
+                changes as f64 / secs
+            ),
+        );
+    }
+    println!(
+        "{{\"bench\":\"parallel\",\"fdatasync_us\":{:.1},\"rows\":[{}]}}",
+        us(sync),
+        json.join(",")
+    );
+    session.umount_and_join().expect("unmount");
+}
