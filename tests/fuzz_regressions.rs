@@ -38,3 +38,20 @@ fn export_container_costly_kdf_header_is_refused() {
     assert!(open_container(&bytes, &Passphrase::new("pw".into())).is_err());
     assert!(start.elapsed() < std::time::Duration::from_secs(1));
 }
+
+/// create_json: an object complete in its shape whose string holds an escape that is no
+/// character (`\ud800` then `\u0041`: a lone surrogate). ObjectInput's scan (IgnoredAny, which
+/// builds no values) finds it complete; the request parser then refuses it as bad JSON, with
+/// EINVAL and without echoing it (the target expected every complete object to be valid JSON:
+/// a harness error, found after 100,000 runs).
+#[test]
+fn create_json_lone_surrogate_is_complete_then_refused() {
+    let bytes = br#"{"name":"k","passphrase":"\ud800\u0041 secret words"}"#;
+    let mut input = ObjectInput::new(".create");
+    let obj = input.feed(bytes).unwrap().expect("complete by its shape");
+    let e = new_record(&obj).unwrap_err();
+    assert!(matches!(e, FsError::Input(InputError::Create(_))), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("bad JSON"), "{text}");
+    assert!(!text.contains("secret words"), "{text}");
+}

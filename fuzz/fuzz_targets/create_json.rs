@@ -67,7 +67,13 @@ fuzz_target!(|input: Input| {
                 assert_eq!(s[start], b'{');
                 assert!(!s.last().unwrap().is_ascii_whitespace());
                 assert!(s.len() <= MAX_CREATE_BYTES);
-                let _: serde_json::Value = serde_json::from_slice(s).expect("complete JSON");
+                // Complete by its shape (the scan builds no values); an escape that is not a
+                // character (a lone surrogate) is found by the parse, which refuses it.
+                if serde_json::from_slice::<serde_json::Value>(s).is_err() {
+                    let e = new_record(s).expect_err("not JSON, yet a request");
+                    assert!(matches!(e, FsError::Input(_)), "{e}");
+                    continue;
+                }
                 match new_record(s) {
                     Ok(rec) => {
                         assert_eq!(Name::parse(rec.name.as_str()).unwrap(), rec.name);
