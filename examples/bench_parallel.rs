@@ -187,6 +187,59 @@ fn main() {
             ),
         );
     }
+    // Quiesce under load: 8 writers, each flipping its own record, and `echo quiesce` timed
+    // until it returns (the files are then frozen), 10 times.
+    let mut quiesce = Vec::new();
+    for round in 0..10u64 {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = records[..8]
+            .iter()
+            .map(|(n, _)| {
+                let stop = stop.clone();
+                let state = group.join(n).join("state");
+                std::thread::spawn(move || {
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        let word = if i % 2 == 0 { "inactive" } else { "active" };
+                        // Refused (EROFS) while frozen: the writers keep trying.
+                        let _ = fs::write(&state, word);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200 + 10 * round));
+        let t = Instant::now();
+        fs::write(mnt.join(".quiesce"), "quiesce").unwrap();
+        quiesce.push(t.elapsed());
+        let frozen = fs::read(data.join("KMS_DATA")).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            fs::read(data.join("KMS_DATA")).unwrap(),
+            frozen,
+            "changed while frozen"
+        );
+        fs::write(mnt.join(".quiesce"), "unquiesce").unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+    }
+    quiesce.sort();
+    let (q50, qmax) = (percentile(&quiesce, 0.5), *quiesce.last().unwrap());
+    println!(
+        "{:<34} {:>12} {:>10.0} {:>10} {:>10.0}   10 rounds; KMS_DATA unchanged while frozen",
+        "quiesce with 8 writers",
+        "-",
+        us(q50),
+        "-",
+        us(qmax)
+    );
+    json.push(format!(
+        r#"{{"workload":"quiesce with 8 writers","p50_us":{:.1},"max_us":{:.1}}}"#,
+        us(q50),
+        us(qmax)
+    ));
     println!(
         "{{\"bench\":\"parallel\",\"fdatasync_us\":{:.1},\"rows\":[{}]}}",
         us(sync),
