@@ -343,12 +343,15 @@ pub fn decode_file(hmk: &Hmk, bytes: &[u8]) -> Result<Loaded, String> {
 ///    data never reached the disk (XFS, ext4 `data=writeback`), and what was not written
 ///    reads as zeros. Unwritten space is whole blocks, so the zeros start at the frame
 ///    itself (`at`) or at a multiple of 512 bytes of the file (the smallest block of any
-///    Linux file system); what comes before them is an incomplete frame prefix as in 1 (it
-///    may be the whole length of the frame: then it does not authenticate), and the tail is
-///    no longer than the frame whose length field it holds.
+///    Linux file system), or a little earlier where the bytes written before that boundary
+///    end in zeros themselves (those of the frame's prefix, or at most `WRITTEN_ZEROS` of
+///    its sealed part); what comes before the boundary is an incomplete frame prefix as in
+///    1 (it may be the whole length of the frame: then it does not authenticate), and the
+///    tail is no longer than the frame whose length field it holds.
 ///
 /// Anything else is damage: a tail that is not the start of frame `seq`, zeros followed by
-/// other bytes, zeros starting inside a block, or more bytes than the frame announces.
+/// other bytes, zeros starting inside a block (further from its end than that), or more
+/// bytes than the frame announces.
 /// Cutting a tail of these shapes from a file is the same as cutting whole frames off its
 /// end, which cannot be detected from the file alone either.
 fn is_torn_tail(tail: &[u8], seq: u64, at: u64) -> bool {
@@ -356,13 +359,26 @@ fn is_torn_tail(tail: &[u8], seq: u64, at: u64) -> bool {
     if announced_len(tail, seq).is_some_and(|frame_len| tail.len() < frame_len) {
         return true;
     }
-    // 2: what precedes the zeros begins frame `seq`, and the zeros start at a block.
+    // 2: what precedes the zeros begins frame `seq`, and the zeros start at a block. What
+    // was written may itself end in zero bytes (the high bytes of the sequence number, or by
+    // chance a few of the sealed part): the block starts at the first boundary at or after
+    // the last byte that is not zero.
     let written = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let zeros_from = at + written as u64;
-    written < tail.len()
-        && (written == 0 || zeros_from % 512 == 0)
-        && announced_len(&tail[..written], seq).is_some_and(|frame_len| tail.len() <= frame_len)
+    let zeros_from = match written {
+        0 => 0,
+        w => ((at + w as u64).next_multiple_of(512) - at) as usize,
+    };
+    let sealed_zeros = zeros_from.saturating_sub(written.max(FRAME_PREFIX));
+    zeros_from < tail.len()
+        && sealed_zeros <= WRITTEN_ZEROS
+        && announced_len(&tail[..zeros_from], seq).is_some_and(|frame_len| tail.len() <= frame_len)
 }
+
+/// How many zero bytes of a frame's sealed part may end what a torn append wrote before the
+/// block boundary where its zeros start: sealed bytes are zero by chance (a run of 9 has odds
+/// of 2^-72), so more is a frame zeroed from inside a block, which is damage. (Zeros in the
+/// frame's prefix are compared with the prefix it must have.)
+const WRITTEN_ZEROS: usize = 8;
 
 /// If `bytes` can be the first bytes of frame `seq` (its length field, the complement and the
 /// sequence number as far as `bytes` holds them), the length of that frame (the largest a

@@ -135,8 +135,14 @@ fn open_dir(dir: &Path) -> Result<DataDir, StoreError> {
 pub fn init(dir: &Path, opts: InitOptions) -> Result<InitReport, StoreError> {
     let created = !dir.exists();
     if created {
+        // The directories made here, deepest first: each one's name lives in its parent.
+        let made: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+            .collect();
         fs::create_dir_all(dir)
             .map_err(StoreError::io(format!("cannot create {}", dir.display())))?;
+        sync_parents(&made)?;
     }
     let d = open_dir(dir)?;
     if created {
@@ -194,6 +200,22 @@ pub fn init(dir: &Path, opts: InitOptions) -> Result<InitReport, StoreError> {
         hmk_derived: hmk_kdf.is_some(),
         kpk_derived: kpk_kdf.is_some(),
     })
+}
+
+/// Makes the names of directories just created durable: the fsyncs of the files inside and
+/// of the directory itself do not cover its entry in its parent, which a power cut could
+/// otherwise take, keystore and all, after `init` reported success.
+fn sync_parents(made: &[&Path]) -> Result<(), StoreError> {
+    for d in made {
+        let parent = match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        File::open(parent)
+            .and_then(|f| f.sync_all())
+            .map_err(StoreError::io(format!("cannot sync {}", parent.display())))?;
+    }
+    Ok(())
 }
 
 /// Creates the files `files` (none of which exists) all or none: each is written under its

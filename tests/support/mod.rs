@@ -5,6 +5,7 @@
 //! - `keystore`: a keystore populated through the service API (`group`, `record`, ...);
 //! - `cli`: the built `kmsfs` binary and shell commands (`kmsfs`, `verify`, `ok`, `errno`, ...);
 //! - `examples`: the admin scripts of `examples/` run as an administrator runs them;
+//! - `powercut`: strace recordings of real processes replayed as power cuts (`tests/power_cut.rs`);
 //! - `scratch`: a private scratch directory per test (`Scratch`);
 //! - `snapshot`: what a mounted keystore shows and what its backing files hold, to compare;
 //! - `softhsm`: a real SoftHSM2 with tokens of its own, shared by a binary's tests;
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod examples;
 pub mod keystore;
 pub mod mount;
+pub mod powercut;
 pub mod scratch;
 pub mod snapshot;
 pub mod softhsm;
