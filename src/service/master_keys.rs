@@ -78,10 +78,22 @@ impl Kms {
         let inner = &mut *guard;
         inner.on_disk = super::OnDisk::of(&store);
         match changed {
-            Ok((change, rewrapped)) => {
+            Ok((change, rewrapped, settled)) => {
+                // KMS_DATA names the new key from here on, whatever failed after it.
                 if let Some((ks, kpk)) = rewrapped {
                     inner.ks = ks;
                     inner.kpk = kpk;
+                }
+                if let Err(e) = settled {
+                    let e = KmsError::from(e);
+                    log::error!(
+                        "changed the {} ({} -> {}), but {e}",
+                        kind.label(),
+                        change.old_id,
+                        change.new_id
+                    );
+                    self.audit_master_key(kind, Verdict::Failed(&e.to_string()));
+                    return Err(e);
                 }
                 log::info!(
                     "changed the {}: {} -> {}{}",

@@ -37,6 +37,9 @@ pub struct NewMasterKey {
     pub passphrase: Option<Passphrase>,
 }
 
+/// For a KPK change, the keystore re-wrapped under the new KPK, and the new KPK.
+pub type Rewrapped = Option<(Keystore, Kpk)>;
+
 /// What a change did, for the command line, `.status` and the audit log.
 #[derive(Debug, Clone)]
 pub struct KeyChange {
@@ -53,6 +56,11 @@ impl Store {
     /// Changes the `kind` key (see the module documentation). `ks` is the keystore as it is,
     /// `kpk` the KPK it is wrapped under; for a KPK change, returns the keystore re-wrapped
     /// and the new KPK, which the caller must use from now on.
+    ///
+    /// An error is a change not made. Once KMS_DATA is replaced (the commit point) the change
+    /// is made, and what fails after it (the directory's fsync, the new key file's rename) is
+    /// the third result: the caller must still take the re-wrapped keystore and the new KPK,
+    /// or it would wrap new records under a KPK that KMS_DATA no longer names.
     pub fn change_key(
         &mut self,
         kind: KeyFileKind,
@@ -60,7 +68,7 @@ impl Store {
         ks: &Keystore,
         kpk: &Kpk,
         unlock: &Unlock,
-    ) -> Result<(KeyChange, Option<(Keystore, Kpk)>), StoreError> {
+    ) -> Result<(KeyChange, Rewrapped, Result<(), StoreError>), StoreError> {
         assert!(!self.frozen, "the service refuses key changes while frozen");
         let keeping = match kind {
             KeyFileKind::Hmk => self.keeping[0],
@@ -169,17 +177,22 @@ impl Store {
         self.next_seq = 1;
         self.hmk = new_hmk;
         self.carried_audit_key = Some(audit_key);
-        dir_synced.map_err(StoreError::io("cannot sync the data directory"))?;
-        // 4. The new key file under its own name. Should this fail, the next open does it.
-        if new_file.is_some() {
-            self.dir
-                .rename(&pending, kind.file_name())
-                .and_then(|()| self.dir.sync())
-                .map_err(StoreError::io(format!(
-                    "cannot rename {pending} to {}",
-                    kind.file_name()
-                )))?;
-        }
+        let settled = dir_synced
+            .map_err(StoreError::io("cannot sync the data directory"))
+            .and_then(|()| {
+                // 4. The new key file under its own name. Should this fail, the next open
+                // does it.
+                if new_file.is_none() {
+                    return Ok(());
+                }
+                self.dir
+                    .rename(&pending, kind.file_name())
+                    .and_then(|()| self.dir.sync())
+                    .map_err(StoreError::io(format!(
+                        "cannot rename {pending} to {}",
+                        kind.file_name()
+                    )))
+            });
         Ok((
             KeyChange {
                 kind,
@@ -190,6 +203,7 @@ impl Store {
                 keeping,
             },
             rewrapped,
+            settled,
         ))
     }
 
