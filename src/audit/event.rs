@@ -1,5 +1,39 @@
 //! What one line says: who asked, what, about which group or record, and the verdict.
 
+use std::cell::RefCell;
+
+thread_local! {
+    /// Set while a FLUSH is served (`with_known_exe`): the caller's executable as already
+    /// known, so that `/proc/PID/exe` is not read.
+    static KNOWN_EXE: RefCell<Option<(u32, Option<String>)>> = const { RefCell::new(None) };
+}
+
+/// The target of `/proc/PID/exe`. Reading it waits while that process is inside `execve`
+/// (the kernel takes the process's `exec_update_lock`, which execve holds for writing while it
+/// closes the close-on-exec files): see `with_known_exe`.
+pub fn exe_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Runs `f`, the handling of a FLUSH, with `pid` known to run `exe` and no `/proc/PID/exe` read
+/// at all. A FLUSH is what `execve` sends when it closes a close-on-exec file of the mount (a
+/// program started by Rust's `Command`, Go or Python while a description was open for
+/// writing), and it sends it holding the lock that reading its `/proc/PID/exe` waits for: the
+/// daemon then waited for the exec, the exec for the daemon, with the keystore's write lock
+/// held, and no signal could end the child. Any other process is an unknown one (`exe` null).
+pub fn with_known_exe<T>(pid: u32, exe: Option<String>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<(u32, Option<String>)>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KNOWN_EXE.with(|k| *k.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(KNOWN_EXE.with(|k| k.replace(Some((pid, exe)))));
+    f()
+}
+
 /// Who made a request: the ids from the FUSE request, and what `/proc` says of the process
 /// (gone by the time of the lookup, or a kernel request: None).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,9 +57,11 @@ impl Caller {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .ok()
                     .map(|c| c.trim_end_matches('\n').to_string()),
-                std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .ok()
-                    .map(|p| p.to_string_lossy().into_owned()),
+                match KNOWN_EXE.with(|k| k.borrow().clone()) {
+                    Some((known, exe)) if known == pid => exe,
+                    Some(_) => None,
+                    None => exe_of(pid),
+                },
             )
         };
         Caller {

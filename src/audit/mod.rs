@@ -73,7 +73,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use event::{Caller, Event, Verdict};
+pub use event::{exe_of, with_known_exe, Caller, Event, Verdict};
 pub use key::AuditKey;
 pub use line::MAX_LINE;
 pub use verify::{verify, Report, VerifyError};

@@ -46,6 +46,9 @@ pub struct Handle {
     pub opened_by: u32,
     pub readable: Readable,
     pub input: Input,
+    /// The process that last wrote through this handle and its executable, read at that
+    /// write: a FLUSH may not read it (`audit::with_known_exe`).
+    pub writer: Option<(u32, Option<String>)>,
 }
 
 impl Handle {

@@ -13,8 +13,23 @@ use crate::service::{KeySource, NewRecord};
 /// longer is refused without being parsed or echoed.
 pub const MAX_COMMAND_BYTES: usize = 64;
 
+/// The most one command write may hold, blanks included. The kernel cuts a larger `write()`
+/// into pieces (of at most max_write bytes or the pages one request holds: 1 MiB with fuser's
+/// defaults) and sends each as a write of its own. Trimmed first, the first piece of `active`
+/// and a megabyte of blanks was applied and the next one refused, so the caller's `write()`
+/// failed (`echo` said "Invalid argument") after the change was made, or a `quiesce` took a
+/// hold that nobody would release. Refusing on the raw length refuses that first piece: a
+/// split write changes nothing. The kernel never sets max_write below 4096, so a write of at
+/// most this many bytes always arrives whole.
+pub const MAX_COMMAND_WRITE: usize = 4096;
+
 /// The text of one command write, blanks around it ignored.
 pub fn command_text(data: &[u8]) -> Result<&str, InputError> {
+    if data.len() > MAX_COMMAND_WRITE {
+        return Err(InputError::CommandTooLong {
+            max: MAX_COMMAND_BYTES,
+        });
+    }
     let text = std::str::from_utf8(data).map_err(|_| InputError::NotUtf8 {
         what: "the command",
     })?;
@@ -218,6 +233,16 @@ mod tests {
         assert_eq!(command_text(b" active\n").unwrap(), "active");
         assert!(matches!(
             command_text(&[b'a'; 4096]),
+            Err(InputError::CommandTooLong { .. })
+        ));
+        // Blanks around a command do not matter, up to the length of one write that the
+        // kernel never splits.
+        let mut padded = b"active".to_vec();
+        padded.resize(MAX_COMMAND_WRITE, b' ');
+        assert_eq!(command_text(&padded).unwrap(), "active");
+        padded.push(b' ');
+        assert!(matches!(
+            command_text(&padded),
             Err(InputError::CommandTooLong { .. })
         ));
         assert!(matches!(

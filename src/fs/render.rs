@@ -109,10 +109,10 @@ struct HardeningJson {
     core_limit: u64,
     /// Whether the daemon's memory is locked (never swapped): `kmsfs mount` locks it.
     memory_locked: bool,
-    /// Whether the pages holding keys are kept out of core dumps (MADV_DONTDUMP), and how
-    /// many such pages there are now.
+    /// Whether the pages holding keys are kept out of core dumps (MADV_DONTDUMP). (Not how
+    /// many there are: that moves with every key handed out, and `.status` reads the same for
+    /// everyone until the keystore changes.)
     secrets_out_of_dumps: bool,
-    secret_pages: usize,
 }
 
 pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
@@ -136,7 +136,6 @@ pub fn status(v: &View<'_>, _: &Of) -> Option<Vec<u8>> {
                 core_limit: h.core_limit,
                 memory_locked: h.locked_bytes > 0,
                 secrets_out_of_dumps: crate::crypto::dump_exclusion().0,
-                secret_pages: crate::crypto::dump_exclusion().1,
             }
         },
         pending: v

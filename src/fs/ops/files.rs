@@ -92,6 +92,7 @@ impl Operations {
                 opened_by: pid,
                 readable: Readable::Secret(key),
                 input: Input::None,
+                writer: None,
             });
             return Ok(Opened { fh, flags: cache });
         }
@@ -116,6 +117,7 @@ impl Operations {
             opened_by: pid,
             readable: Readable::Plain(readable),
             input,
+            writer: None,
         });
         Ok(Opened { fh, flags: cache })
     }
@@ -144,12 +146,13 @@ impl Operations {
         append: bool,
     ) -> Result<u32, FsError> {
         let _acting = caller.acting();
-        self.write_handle(fh, offset, data, append)
+        self.write_handle(caller.pid, fh, offset, data, append)
             .map_err(|e| self.refused(caller, &self.handle_path(fh), "write", e))
     }
 
     fn write_handle(
         &self,
+        pid: u32,
         fh: u64,
         offset: u64,
         data: &[u8],
@@ -170,6 +173,10 @@ impl Operations {
                 }
             }
             Input::Text(text, _) => {
+                // Who writes, for the commit at a FLUSH, which may not look (see `flush`).
+                if h.writer.as_ref().map(|w| w.0) != Some(pid) {
+                    h.writer = Some((pid, crate::audit::exe_of(pid)));
+                }
                 // Refused now rather than at close, where nobody would see it.
                 if let Err(e) = self.kms.check_writable() {
                     text.refuse();
@@ -182,10 +189,23 @@ impl Operations {
     }
 
     /// Commits a description written through this handle, if it changed (see `TextInput`).
+    ///
+    /// A FLUSH may come from a process inside `execve` (closing its close-on-exec copy of the
+    /// file), which holds the lock that reading its `/proc/PID/exe` waits for: the audit line
+    /// takes the executable read at the caller's own last write, and none for another process.
     pub fn flush(&self, caller: Caller, fh: u64) -> Result<(), FsError> {
         let _acting = caller.acting();
-        self.commit(fh, false)
-            .map_err(|e| self.refused(caller, &self.handle_path(fh), "flush", e))
+        let writer = self
+            .handles
+            .get(fh)
+            .and_then(|h| h.lock().ok().and_then(|h| h.writer.clone()));
+        let exe = writer
+            .filter(|(pid, _)| *pid == caller.pid)
+            .and_then(|(_, exe)| exe);
+        crate::audit::with_known_exe(caller.pid, exe, || {
+            self.commit(fh, false)
+                .map_err(|e| self.refused(caller, &self.handle_path(fh), "flush", e))
+        })
     }
 
     /// Every accepted change is already durable; only a pending description remains, which
