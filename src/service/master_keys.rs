@@ -149,21 +149,14 @@ impl super::ReadGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keystore::{Name, State};
+    use crate::keystore::Name;
     use crate::service::{acting_as, NewRecord};
     use std::time::Duration;
 
     #[test]
     fn a_key_change_keeps_every_key_and_is_a_destructive_move_for_two_persons() {
-        let dir = tempfile::tempdir().unwrap();
+        let (dir, kms, g, k) = super::super::test_keystore();
         let data = dir.path().join("data");
-        crate::store::init(&data, Default::default()).unwrap();
-        let kms = Kms::open(&data).unwrap();
-        let g = kms.create_group(Name::parse("pool").unwrap()).unwrap();
-        let k = kms
-            .create_record(&g, NewRecord::prelive(Name::parse("k").unwrap()))
-            .unwrap();
-        kms.set_state(&k, State::Active).unwrap();
         let key = kms.unwrap_key(&k).unwrap();
         let [hmk0, kpk0] = kms.read().master_keys();
 

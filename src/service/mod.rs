@@ -672,6 +672,22 @@ fn tests_support_reopen(dir: &Path) -> Arc<Kms> {
     }
 }
 
+/// For the service's unit tests: a new keystore in `DIR/data` holding group `pool` with one
+/// active record `k`.
+#[cfg(test)]
+fn test_keystore() -> (tempfile::TempDir, Arc<Kms>, GroupTag, KeyTag) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    crate::store::init(&data, Default::default()).unwrap();
+    let kms = Kms::open(&data).unwrap();
+    let g = kms.create_group(Name::parse("pool").unwrap()).unwrap();
+    let k = kms
+        .create_record(&g, NewRecord::prelive(Name::parse("k").unwrap()))
+        .unwrap();
+    kms.set_state(&k, State::Active).unwrap();
+    (dir, kms, g, k)
+}
+
 #[cfg(test)]
 mod writer_lock_tests {
     use super::*;
@@ -681,15 +697,7 @@ mod writer_lock_tests {
     /// metadata and `.status` are served; the next change waits for its turn.
     #[test]
     fn readers_never_wait_for_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        crate::store::init(&data, Default::default()).unwrap();
-        let kms = Kms::open(&data).unwrap();
-        let g = kms.create_group(Name::parse("pool").unwrap()).unwrap();
-        let k = kms
-            .create_record(&g, NewRecord::prelive(Name::parse("k").unwrap()))
-            .unwrap();
-        kms.set_state(&k, State::Active).unwrap();
+        let (_dir, kms, _g, k) = test_keystore();
         let writer = kms.store();
         let (done, read) = mpsc::channel();
         let kms2 = kms.clone();

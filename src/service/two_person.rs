@@ -173,20 +173,12 @@ impl Kms {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keystore::{Name, State};
-    use crate::service::{acting_as, NewRecord};
+    use crate::keystore::State;
+    use crate::service::acting_as;
 
     #[test]
     fn a_destructive_move_needs_a_second_uid_within_the_window() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        crate::store::init(&data, Default::default()).unwrap();
-        let kms = Kms::open(&data).unwrap();
-        let g = kms.create_group(Name::parse("pool").unwrap()).unwrap();
-        let k = kms
-            .create_record(&g, NewRecord::prelive(Name::parse("k").unwrap()))
-            .unwrap();
-        kms.set_state(&k, State::Active).unwrap();
+        let (_dir, kms, _g, k) = super::super::test_keystore();
         kms.set_state(&k, State::Inactive).unwrap();
         kms.set_state(&k, State::Deprecated).unwrap();
         kms.require_two_persons(Duration::from_secs(60));
