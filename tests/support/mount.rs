@@ -85,7 +85,7 @@ impl Mounted {
 
     pub fn unmount(&mut self) {
         if let Some(s) = self.session.take() {
-            s.umount_and_join().expect("unmount");
+            unmount_session(s, &self.mnt()).expect("unmount");
         }
         wait_for(&self.p(".status"), false);
     }
@@ -160,9 +160,39 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
-            if let Err(e) = s.umount_and_join() {
+            if let Err(e) = unmount_session(s, &self.mnt()) {
                 eprintln!("unmount failed: {e}");
             }
+        }
+    }
+}
+
+/// Unmounts the session's mount and joins its serving thread. The session is forgotten, not
+/// dropped, since fuser would unmount the path a second time (docs/fuse-notes.md, "double
+/// unmount"), as `kmsfs mount` does.
+fn unmount_session(mut s: fuser::BackgroundSession, mnt: &Path) -> io::Result<()> {
+    unmount_when_idle(mnt)?;
+    let serving = std::mem::replace(&mut s.guard, std::thread::spawn(|| Ok(())));
+    std::mem::forget(s);
+    serving
+        .join()
+        .map_err(|_| io::Error::other("the serving thread panicked"))?
+}
+
+/// Unmounts `mnt`, waiting out EBUSY for a while. Tests in one binary run on parallel threads,
+/// and a child forked by another test's thread holds a copy of every descriptor this test had
+/// open at that instant until the child's exec closes it: the mount is busy for that moment.
+/// fuser then finds the kernel mount gone and only joins its thread.
+fn unmount_when_idle(mnt: &Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match nix::mount::umount2(mnt, nix::mount::MntFlags::empty()) {
+            Err(Errno::EBUSY) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Ok(()) | Err(Errno::EINVAL) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
     }
 }
