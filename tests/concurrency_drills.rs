@@ -454,11 +454,17 @@ fn parallel_activations_keep_exactly_one_active_record() {
                 }
             });
         }
-        // Now and then the writers pause, so that some passes see a keystore at rest.
+        // Now and then the writers pause, so that some passes see a keystore at rest; until
+        // one has, for longer (on a loaded machine one activation can outlast a short pause).
         while Instant::now() < deadline && !f.stopped() {
             std::thread::sleep(Duration::from_millis(120));
             pause.store(true, SeqCst);
-            std::thread::sleep(Duration::from_millis(30));
+            let before = quiet.load(SeqCst);
+            let rest = if before == 0 { 500 } else { 30 };
+            let until = Instant::now() + Duration::from_millis(rest);
+            while Instant::now() < until && (before > 0 || quiet.load(SeqCst) == before) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             pause.store(false, SeqCst);
         }
         // The readers stop once the writers have.

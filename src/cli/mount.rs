@@ -138,6 +138,7 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         two_person: args
             .two_person
             .then(|| std::time::Duration::from_secs(args.two_person_window)),
+        request_counts: None,
     };
     // Under systemd (Type=notify): READY=1 once the mount answers.
     super::notify::ready_when_served(&args.data_dir, &args.mountpoint);

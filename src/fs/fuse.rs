@@ -12,6 +12,10 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use std::sync::Arc;
+
+use super::cache::KernelCache;
+use super::counts::RequestCounts;
 use super::errno::errno_of;
 use super::error::FsError;
 use super::ops::{Entry, Operations, RenameMode, SetAttr};
@@ -21,6 +25,7 @@ pub struct KmsFs {
     ops: Operations,
     /// `--admins`: the kernel enforces the ACLs `getxattr` gives.
     posix_acl: bool,
+    counts: Option<Arc<RequestCounts>>,
 }
 
 /// Inode numbers are never reused.
@@ -53,8 +58,22 @@ fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
 }
 
 impl KmsFs {
-    pub fn new(ops: Operations, posix_acl: bool) -> KmsFs {
-        KmsFs { ops, posix_acl }
+    pub fn new(ops: Operations, posix_acl: bool, counts: Option<Arc<RequestCounts>>) -> KmsFs {
+        KmsFs {
+            ops,
+            posix_acl,
+            counts,
+        }
+    }
+
+    pub fn kernel_cache(&self) -> Arc<KernelCache> {
+        self.ops.kernel_cache()
+    }
+
+    fn count(&self, op: &str) {
+        if let Some(c) = &self.counts {
+            c.count(op);
+        }
     }
 }
 
@@ -63,6 +82,11 @@ impl Filesystem for KmsFs {
         // One READDIRPLUS per page of `ls -l` instead of one LOOKUP per entry.
         if let Err(missing) = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS) {
             log::warn!("the kernel lacks {missing:?}: listings will be slower");
+        }
+        // Every read from the page cache (a `key`) first brings forgotten attributes up to
+        // date, so it never stops at a size from before an activation (`cache.rs`).
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_AUTO_INVAL_DATA) {
+            log::warn!("the kernel lacks {missing:?}: a key read may stop at an old size");
         }
         if self.posix_acl {
             // Without it the admins would have no rights at all: refuse to serve.
@@ -75,11 +99,17 @@ impl Filesystem for KmsFs {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        self.ops.kernel_cache().disconnect();
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.count("LOOKUP");
         reply_entry(reply, self.ops.lookup(parent.0, name));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.count("GETATTR");
         match self.ops.getattr(ino.0) {
             Ok(a) => reply.attr(&a.ttl, &a.attr),
             Err(e) => reply.error(errno(&e)),
@@ -104,6 +134,7 @@ impl Filesystem for KmsFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.count("SETATTR");
         let set = SetAttr {
             mode,
             uid,
@@ -118,6 +149,7 @@ impl Filesystem for KmsFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.count("READLINK");
         match self.ops.readlink(ino.0) {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(&e)),
@@ -134,6 +166,7 @@ impl Filesystem for KmsFs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.count("OTHER");
         let e = self.ops.refuse_stray(caller(req), parent.0, name, "mknod");
         reply.error(errno(&e));
     }
@@ -147,14 +180,17 @@ impl Filesystem for KmsFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        self.count("MKDIR");
         reply_entry(reply, self.ops.mkdir(caller(req), parent.0, name));
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count("UNLINK");
         reply_empty(reply, self.ops.unlink(caller(req), parent.0, name));
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.count("RMDIR");
         reply_empty(reply, self.ops.rmdir(caller(req), parent.0, name));
     }
 
@@ -166,6 +202,7 @@ impl Filesystem for KmsFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
+        self.count("OTHER");
         let e = self
             .ops
             .refuse_stray(caller(req), parent.0, link_name, "symlink");
@@ -182,6 +219,7 @@ impl Filesystem for KmsFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.count("RENAME");
         let mode = RenameMode {
             noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
             exchange_or_whiteout: flags
@@ -201,6 +239,7 @@ impl Filesystem for KmsFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.count("OTHER");
         let e = self
             .ops
             .refuse_stray(caller(req), newparent.0, newname, "link");
@@ -208,6 +247,7 @@ impl Filesystem for KmsFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.count("OPEN");
         match self.ops.open(caller(req), ino.0, flags.0) {
             Ok(o) => reply.opened(FileHandle(o.fh), o.flags),
             Err(e) => reply.error(errno(&e)),
@@ -225,6 +265,7 @@ impl Filesystem for KmsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.count("READ");
         match self.ops.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
@@ -243,6 +284,7 @@ impl Filesystem for KmsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.count("WRITE");
         let append = flags.0 & libc::O_APPEND != 0;
         match self.ops.write(caller(req), fh.0, offset, data, append) {
             Ok(n) => reply.written(n),
@@ -258,6 +300,7 @@ impl Filesystem for KmsFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.count("FLUSH");
         reply_empty(reply, self.ops.flush(caller(req), fh.0));
     }
 
@@ -271,6 +314,7 @@ impl Filesystem for KmsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.count("RELEASE");
         self.ops.release(caller(req), fh.0);
         reply.ok();
     }
@@ -283,10 +327,12 @@ impl Filesystem for KmsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.count("FSYNC");
         reply_empty(reply, self.ops.fsync(caller(req), fh.0));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.count("OPENDIR");
         match self.ops.opendir(ino.0) {
             Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
@@ -301,6 +347,7 @@ impl Filesystem for KmsFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.count("READDIR");
         let r = self.ops.readdir(ino.0, offset, |e| {
             reply.add(INodeNo(e.ino), e.cookie, e.kind, &e.name)
         });
@@ -318,6 +365,7 @@ impl Filesystem for KmsFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.count("READDIRPLUS");
         let r = self.ops.readdirplus(ino.0, offset, |d, e| {
             reply.add(
                 INodeNo(d.ino),
@@ -342,10 +390,12 @@ impl Filesystem for KmsFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.count("OTHER");
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.count("STATFS");
         let s = self.ops.statfs();
         reply.statfs(0, 0, 0, s.files, 0, 4096, 255, 4096);
     }
@@ -353,6 +403,7 @@ impl Filesystem for KmsFs {
     // Without --admins there are no extended attributes: ENOSYS makes the kernel stop asking
     // (and fuser's default would log a warning for each call). With it, the ACLs.
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.count("GETXATTR");
         if !self.posix_acl {
             return reply.error(Errno::ENOSYS);
         }
@@ -365,6 +416,7 @@ impl Filesystem for KmsFs {
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.count("OTHER");
         if !self.posix_acl {
             return reply.error(Errno::ENOSYS);
         }
@@ -386,6 +438,7 @@ impl Filesystem for KmsFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.count("OTHER");
         // ACLs follow the keystore like the modes do.
         reply.error(if self.posix_acl {
             Errno::EPERM
@@ -395,6 +448,7 @@ impl Filesystem for KmsFs {
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        self.count("OTHER");
         reply.error(Errno::ENOSYS);
     }
 
@@ -411,6 +465,7 @@ impl Filesystem for KmsFs {
         _out_size: u32,
         reply: ReplyIoctl,
     ) {
+        self.count("OTHER");
         reply.error(Errno::ENOTTY);
     }
 
@@ -424,6 +479,7 @@ impl Filesystem for KmsFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        self.count("CREATE");
         let e = self.ops.refuse_stray(caller(req), parent.0, name, "create");
         reply.error(errno(&e));
     }

@@ -116,6 +116,21 @@ impl InodeTable {
         serial << KIND_BITS | kind
     }
 
+    /// The inode of the directory of the group or record `serial`.
+    pub fn dir_ino(serial: u64) -> u64 {
+        serial << KIND_BITS | DIR_KIND
+    }
+
+    /// The inode of the fixed file `file` of the group or record `serial`.
+    pub fn file_ino(serial: u64, file: FileId) -> u64 {
+        serial << KIND_BITS | (FIRST_FILE_KIND + file.0 as u64)
+    }
+
+    /// The inode of the `.by-tag` link of the record `serial`.
+    pub fn link_ino(serial: u64) -> u64 {
+        serial << KIND_BITS | LINK_KIND
+    }
+
     /// The node an inode number stands for, if its object was ever handed out.
     pub fn node(&self, ino: u64) -> Option<Node> {
         let (serial, kind) = (ino >> KIND_BITS, ino & KIND_MASK);

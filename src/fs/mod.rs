@@ -12,7 +12,9 @@
 
 mod acl;
 mod attr;
+mod cache;
 mod commands;
+mod counts;
 mod errno;
 mod error;
 mod fuse;
@@ -28,6 +30,7 @@ mod serve;
 mod table;
 mod tree;
 
+pub use counts::RequestCounts;
 pub use errno::{errno_name, errno_of};
 pub use error::{FsError, InputError, Shape};
 pub use policy::KeyPolicy;
@@ -62,6 +65,8 @@ pub struct MountOptions {
     pub admins: Option<u32>,
     /// `--two-person`: destructive moves wait this long for a second administrator.
     pub two_person: Option<std::time::Duration>,
+    /// Counts the kernel's requests by kind (benchmarks, tests).
+    pub request_counts: Option<Arc<RequestCounts>>,
 }
 
 impl Default for MountOptions {
@@ -74,6 +79,7 @@ impl Default for MountOptions {
             key_policy: None,
             admins: None,
             two_person: None,
+            request_counts: None,
         }
     }
 }
@@ -119,7 +125,22 @@ fn filesystem(
     owner.admins = opts.admins;
     let ops = ops::Operations::new(kms, mountpoint.clone(), owner)
         .with_key_policy(opts.key_policy.clone());
-    Ok((fuse::KmsFs::new(ops, opts.admins.is_some()), mountpoint))
+    let fs = fuse::KmsFs::new(ops, opts.admins.is_some(), opts.request_counts.clone());
+    Ok((fs, mountpoint))
+}
+
+/// Mounts and starts serving on a thread of fuser's; the kernel's caches are told of every
+/// change from the first request on.
+fn start(
+    kms: Arc<Kms>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> io::Result<(BackgroundSession, PathBuf)> {
+    let (fs, mountpoint) = filesystem(kms, mountpoint, opts)?;
+    let cache = fs.kernel_cache();
+    let session = fuser::Session::new(fs, &mountpoint, &config(opts))?;
+    cache.connect(Arc::new(session.notifier()));
+    Ok((session.spawn()?, mountpoint))
 }
 
 /// Mounts in the background and returns at once (for tests and embedding). The caller ends
@@ -129,8 +150,7 @@ pub fn spawn(
     mountpoint: &Path,
     opts: &MountOptions,
 ) -> io::Result<BackgroundSession> {
-    let (fs, mountpoint) = filesystem(kms, mountpoint, opts)?;
-    fuser::spawn_mount(fs, &mountpoint, &config(opts))
+    start(kms, mountpoint, opts).map(|(session, _)| session)
 }
 
 /// Serves the keystore at `mountpoint` until it is unmounted (`umount MOUNTPOINT`) or the
@@ -138,8 +158,7 @@ pub fn spawn(
 pub fn mount(kms: Arc<Kms>, mountpoint: &Path, opts: &MountOptions) -> io::Result<()> {
     let data_dir = kms.data_dir().to_path_buf();
     let kms_for_hup = kms.clone();
-    let (fs, mountpoint) = filesystem(kms, mountpoint, opts)?;
-    let session = fuser::spawn_mount(fs, &mountpoint, &config(opts))?;
+    let (session, mountpoint) = start(kms, mountpoint, opts)?;
     log::info!(
         "serving the keystore of {} at {}",
         data_dir.display(),

@@ -26,39 +26,45 @@ pub enum Dir {
     ByTag,
 }
 
-/// How long the kernel may keep a node's attributes, its name, and its bytes.
+/// How long the kernel may keep a node's attributes, its name, and its bytes. Everything but
+/// the root's files is cached until a change touches its object, and then forgotten exactly
+/// (`cache.rs`): the TTL is only a bound on a mistake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cache {
-    /// Directories: their names change only through this mount's own mkdir, rmdir and
-    /// rename, for which the kernel updates its caches itself. A group's link count and mtime
-    /// also move with `.create` and activations: `stat` may show them up to 1 s late, the
-    /// price of `ls -l` on READDIRPLUS alone.
+    /// Directories: their names change through this mount's own mkdir, rmdir and rename, for
+    /// which the kernel updates its caches itself, or through another front end, whose
+    /// vanished names are forgotten; their attributes (link count, times) are forgotten when
+    /// a change touches the object.
     Stable,
     /// Bytes that never change (`key`): kept in the page cache across opens. Whether they can
-    /// be read does change (the size shows 0 while the state forbids it), so the attributes
-    /// are never cached: `cat key` right after `echo active > state` reads the whole key.
+    /// be read does change (the size shows 0 while the state forbids it): the attributes are
+    /// forgotten with the record's, so `cat key` right after `echo active > state` reads the
+    /// whole key.
     FixedBytes,
-    /// Content or size changes as a side effect of other operations (`state` of a record
-    /// demoted by another's activation, JSON, the root's files): attributes never cached, read
-    /// with direct I/O, so `cat` right after a change shows the new value. The name is stable.
+    /// A group's or a record's files, which show nothing but the keystore: attributes and
+    /// pages cached until a change touches the object.
+    Tracked,
+    /// The root's files show more than the keystore (holds, refusals, the audit log), which
+    /// changes without a change: attributes never cached, read with direct I/O.
     Volatile,
-    /// Comes and goes with other operations (`.active`, `.by-tag/TAG`): neither the name nor
-    /// the attributes may be cached, or a vanished name stays visible.
+    /// Links that come and go (`.active`, `.by-tag/TAG`): cached like `Tracked`, and their
+    /// names forgotten when they go.
     Vanishing,
 }
 
-/// Names and attributes that may be cached: a short positive TTL lets `ls -l` of 10,000
-/// records run on READDIRPLUS alone, without one GETATTR per entry.
-pub const STABLE_TTL: Duration = Duration::from_secs(1);
+/// Names, attributes and pages kept until a change touches them.
+pub const CACHED_TTL: Duration = Duration::from_secs(600);
 pub const NO_TTL: Duration = Duration::ZERO;
 
 impl Cache {
     /// (attributes, directory entry).
     pub fn ttls(self) -> (Duration, Duration) {
         match self {
-            Cache::Stable => (STABLE_TTL, STABLE_TTL),
-            Cache::FixedBytes | Cache::Volatile => (NO_TTL, STABLE_TTL),
-            Cache::Vanishing => (NO_TTL, NO_TTL),
+            Cache::Stable | Cache::FixedBytes | Cache::Tracked | Cache::Vanishing => {
+                (CACHED_TTL, CACHED_TTL)
+            }
+            // The names of the root's files never change.
+            Cache::Volatile => (NO_TTL, CACHED_TTL),
         }
     }
 }
@@ -183,7 +189,7 @@ const fn link(dir: Dir, name: &'static str, target: Render) -> File {
     }
 }
 
-use Cache::Volatile;
+use Cache::{Tracked, Volatile};
 use Dir::{Group, Record, Root};
 use Write::ReadOnly;
 
@@ -216,7 +222,7 @@ pub static FILES: [File; 15] = [
         Group,
         ".group.json",
         0o440,
-        Volatile,
+        Tracked,
         render::group_json,
         ReadOnly,
     ),
@@ -224,7 +230,7 @@ pub static FILES: [File; 15] = [
         Group,
         ".description",
         0o640,
-        Volatile,
+        Tracked,
         render::group_description,
         Write::Text(commands::describe_group),
     ),
@@ -232,7 +238,7 @@ pub static FILES: [File; 15] = [
         Group,
         ".cipher",
         0o640,
-        Volatile,
+        Tracked,
         render::cipher,
         Write::Command(commands::cipher),
     ),
@@ -240,7 +246,7 @@ pub static FILES: [File; 15] = [
         Group,
         ".create",
         0o200,
-        Volatile,
+        Tracked,
         render::nothing,
         Write::Object(commands::create),
     ),
@@ -249,7 +255,7 @@ pub static FILES: [File; 15] = [
         Group,
         ".rotation",
         0o640,
-        Volatile,
+        Tracked,
         render::rotation,
         Write::Command(commands::rotation),
     ),
@@ -257,7 +263,7 @@ pub static FILES: [File; 15] = [
         Record,
         "record.json",
         0o440,
-        Volatile,
+        Tracked,
         render::record_json,
         ReadOnly,
     ),
@@ -265,7 +271,7 @@ pub static FILES: [File; 15] = [
         Record,
         "state",
         0o640,
-        Volatile,
+        Tracked,
         render::state,
         Write::Command(commands::state),
     ),
@@ -273,7 +279,7 @@ pub static FILES: [File; 15] = [
         Record,
         "description",
         0o640,
-        Volatile,
+        Tracked,
         render::record_description,
         Write::Text(commands::describe_record),
     ),

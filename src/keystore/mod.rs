@@ -9,6 +9,7 @@ mod rotation;
 mod state;
 #[cfg(test)]
 mod tests;
+pub mod touched;
 
 pub use change::{Change, MAX_DESCRIPTION_BYTES};
 pub use error::KeystoreError;

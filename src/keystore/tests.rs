@@ -730,3 +730,104 @@ fn import_record_survives_the_log_encoding() {
     assert!(json.contains(r#""op":"import_record""#), "{json}");
     assert_eq!(serde_json::from_str::<Change>(&json).unwrap(), c);
 }
+
+// ---- touched_by: exactly what a change alters ----------------------------------------------
+
+/// What the mount shows of each group and record (and could have cached), by serial.
+#[derive(Debug, PartialEq)]
+struct Shown {
+    groups: BTreeMap<u64, String>,
+    records: BTreeMap<u64, String>,
+    names: std::collections::BTreeSet<String>,
+}
+
+fn shown(ks: &Keystore) -> Shown {
+    let mut groups = BTreeMap::new();
+    let mut records = BTreeMap::new();
+    let mut names = std::collections::BTreeSet::new();
+    for g in ks.groups() {
+        let active = g
+            .active()
+            .and_then(|t| ks.record(t))
+            .map(|r| r.name.to_string());
+        groups.insert(
+            g.serial,
+            format!(
+                "{} {:?} {:?} {:?} {} {:?} {:?}",
+                g.name,
+                g.cipher,
+                g.description,
+                g.rotation,
+                g.record_count(),
+                active,
+                g.modified
+            ),
+        );
+        names.insert(format!("/{}", g.name));
+        if active.is_some() {
+            names.insert(format!("{}/.active", g.serial));
+        }
+        for r in ks.records_of(&g.tag, 0) {
+            records.insert(
+                r.serial,
+                format!(
+                    "{} {} {:?} {:?} {} {:?} {:?}",
+                    r.name, g.name, g.cipher, r.state, r.description, r.modified, r.state_since
+                ),
+            );
+            names.insert(format!("{}/{}", g.serial, r.name));
+            names.insert(format!(".by-tag/{}", r.tag));
+        }
+    }
+    Shown {
+        groups,
+        records,
+        names,
+    }
+}
+
+fn gone_name(g: &touched::Gone) -> String {
+    match g {
+        touched::Gone::Group(n) => format!("/{n}"),
+        touched::Gone::Record { group, name } => format!("{group}/{name}"),
+        touched::Gone::Tag(t) => format!(".by-tag/{t}"),
+        touched::Gone::Active { group } => format!("{group}/.active"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn touched_names_everything_a_change_alters(ops in prop::collection::vec(op(), 1..80)) {
+        let mut ks = Keystore::new();
+        for (n, op) in ops.iter().enumerate() {
+            let change = to_change(&ks, op, n as i64);
+            if ks.check(&change).is_err() {
+                continue;
+            }
+            let touched = ks.touched_by(&change);
+            let before = shown(&ks);
+            ks.apply(&change).unwrap();
+            let after = shown(&ks);
+            for (serial, was) in &before.groups {
+                if after.groups.get(serial) != Some(was) {
+                    prop_assert!(touched.groups.iter().any(|g| g.serial == *serial),
+                        "{:?} changed group {} but touched {:?}", op, serial, touched);
+                }
+            }
+            for (serial, was) in &before.records {
+                if after.records.get(serial) != Some(was) {
+                    prop_assert!(touched.records.iter().any(|r| r.serial == *serial),
+                        "{:?} changed record {} but touched {:?}", op, serial, touched);
+                }
+            }
+            let gone: Vec<String> = touched.gone.iter().map(gone_name).collect();
+            for name in before.names.difference(&after.names) {
+                prop_assert!(gone.contains(name), "{:?} took {} but gone is {:?}", op, name, gone);
+            }
+            if before.groups.len() != after.groups.len() {
+                prop_assert!(touched.groups_listing);
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! keystore as it was.
 
 use super::{Kms, KmsError};
+use crate::keystore::touched::Touched;
 use crate::keystore::{Change, Outcome};
 use crate::transfer::{self, ExportBody, ImportOptions, Plan, TransferError};
 
@@ -22,11 +23,13 @@ impl Kms {
     /// renamed over it. Memory takes the new keystore only once the rename is durable.
     pub fn apply_atomically(&self, changes: &[Change]) -> Result<(), KmsError> {
         let mut store = self.store();
-        let mut inner = self.write();
-        let inner = &mut *inner;
+        let mut guard = self.write();
+        let inner = &mut *guard;
         let mut next = inner.ks.clone();
         let mut changed = false;
+        let mut touched = Touched::default();
         for c in changes {
+            touched.merge(next.touched_by(c));
             changed |= next.apply(c)? == Outcome::Changed;
         }
         if !changed {
@@ -39,10 +42,15 @@ impl Kms {
         let result = store.compact(&next);
         // A failure after the rename (the directory's fsync) leaves the new file in place:
         // memory must follow the disk even though the error is reported.
-        if result.is_ok() || store.header().file_id != before {
+        let taken = result.is_ok() || store.header().file_id != before;
+        if taken {
             inner.ks = next;
         }
         inner.on_disk = super::OnDisk::of(&store);
+        drop(guard);
+        if taken {
+            self.tell_published(&touched);
+        }
         Ok(result?)
     }
 }

@@ -7,6 +7,7 @@ mod create;
 mod error;
 mod import;
 mod master_keys;
+mod observe;
 mod quiesce;
 mod rotation;
 mod status;
@@ -16,6 +17,7 @@ pub use audit::{acting_as, Acting};
 pub use create::{KeySource, NewRecord};
 pub use error::KmsError;
 pub use master_keys::MasterKeyStatus;
+pub use observe::Observer;
 pub use quiesce::{QuiesceView, MAX_LEASE};
 pub use rotation::Rotated;
 pub use status::Status;
@@ -87,6 +89,8 @@ pub struct Kms {
     audit: Option<crate::audit::AuditLog>,
     /// How the master keys were opened: a key change seals the new key the same way.
     unlock: Unlock,
+    /// Told of every change as it becomes visible (`observe.rs`).
+    observers: RwLock<Vec<Arc<dyn Observer>>>,
 }
 
 impl std::fmt::Debug for Kms {
@@ -162,6 +166,7 @@ impl Kms {
             rotating: rotating.clone(),
             pending: Arc::new(AtomicUsize::new(0)),
             audit,
+            observers: RwLock::new(Vec::new()),
         });
         spawn_timer(
             Arc::downgrade(&kms),
@@ -209,7 +214,7 @@ impl Kms {
         // the checks below and the change being applied, while readers go on reading the
         // keystore as it is (durable) until the change is durable too.
         let mut store = self.store();
-        let change = {
+        let (change, pending_touched) = {
             let mut guard = self.write();
             let inner = &mut *guard;
             let Some(change) = make(&inner.ks, &inner.kpk)? else {
@@ -228,9 +233,12 @@ impl Kms {
                 self.audit_change_refused(&inner.ks, &change, &KmsError::Quiesced);
                 return Err(KmsError::Quiesced);
             }
+            let pending_before = inner.two_person.pending().to_vec();
             let gate = inner.two_person.gate(&change, audit::actor_uid());
             self.pending
                 .store(inner.two_person.pending().len(), Ordering::Release);
+            let pending_touched =
+                observe::pending_touched(&inner.ks, &pending_before, inner.two_person.pending());
             match gate {
                 Ok(two_person::Gate::Free) => {}
                 Ok(two_person::Gate::Confirmed(first)) => log::info!(
@@ -241,6 +249,8 @@ impl Kms {
                 ),
                 Err(e) => {
                     self.audit_change_refused(&inner.ks, &change, &e);
+                    drop(guard);
+                    self.tell_published(&pending_touched);
                     return Err(e);
                 }
             }
@@ -250,7 +260,7 @@ impl Kms {
             // crash after the line is written but before the frame is synced leaves a line
             // for a change that did not happen, never the reverse.
             self.audit_change(&inner.ks, &change)?;
-            change
+            (change, pending_touched)
         };
         // From here on, only the writer's lock is held: key reads and metadata reads do not
         // wait for the rewrite or the fdatasync below (they see the keystore before the
@@ -274,10 +284,12 @@ impl Kms {
             return Err(e);
         }
         self.audit_saved_through(last_line);
-        let outcome = {
+        let (outcome, touched) = {
             let mut guard = self.write();
             let inner = &mut *guard;
+            let mut touched = inner.ks.touched_by(&change);
             let outcome = inner.ks.apply(&change)?;
+            touched.merge(pending_touched);
             inner.on_disk = OnDisk::of(&store);
             if matches!(
                 change,
@@ -286,8 +298,9 @@ impl Kms {
                 self.rotating
                     .store(rotation::any_enabled(&inner.ks), Ordering::Release);
             }
-            outcome
+            (outcome, touched)
         };
+        self.tell_published(&touched);
         let ks = self.read();
         if store.wants_compaction(&ks.0.ks) {
             // The change is already durable in the log; a failed compaction only means the

@@ -142,7 +142,16 @@ impl Kms {
 
     /// Lets pending moves that nobody confirmed lapse (the timer calls this), audited.
     pub(super) fn expire_pending(&self) {
-        let lapsed = self.write().two_person.expire(Instant::now());
+        let (lapsed, touched) = {
+            let mut guard = self.write();
+            let inner = &mut *guard;
+            let before = inner.two_person.pending().to_vec();
+            let lapsed = inner.two_person.expire(Instant::now());
+            let touched =
+                super::observe::pending_touched(&inner.ks, &before, inner.two_person.pending());
+            (lapsed, touched)
+        };
+        self.tell_published(&touched);
         self.pending.store(
             self.read().0.two_person.pending().len(),
             std::sync::atomic::Ordering::Release,

@@ -18,6 +18,8 @@ pub struct Mounted {
     /// Holds `data/` (the keystore) and `mnt/` (the mount point).
     pub dir: TempDir,
     session: Option<fuser::BackgroundSession>,
+    /// The service the mount serves, while mounted (another front end's way in).
+    kms: Option<Arc<Kms>>,
 }
 
 /// Opens a keystore, retrying for a moment while a previous mount's last reference to it
@@ -56,6 +58,7 @@ impl Mounted {
             options,
             dir,
             session: None,
+            kms: None,
         };
         m.mount();
         m
@@ -77,13 +80,21 @@ impl Mounted {
     pub fn mount(&mut self) {
         assert!(self.session.is_none(), "already mounted");
         let kms = open_kms(&self.data());
-        let session = kmsfs::fs::spawn(kms, &self.mnt(), &self.options)
+        let session = kmsfs::fs::spawn(kms.clone(), &self.mnt(), &self.options)
             .unwrap_or_else(|e| panic!("cannot mount at {}: {e}", self.mnt().display()));
         self.session = Some(session);
+        self.kms = Some(kms);
         wait_for(&self.p(".status"), true);
     }
 
+    /// The service the mount serves: changes made here come from another front end, as the
+    /// rotation timer's or KMIP's do.
+    pub fn kms(&self) -> Arc<Kms> {
+        self.kms.clone().expect("mounted")
+    }
+
     pub fn unmount(&mut self) {
+        self.kms = None;
         if let Some(s) = self.session.take() {
             unmount_session(s, &self.mnt()).expect("unmount");
         }
@@ -159,6 +170,7 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        self.kms = None;
         if let Some(s) = self.session.take() {
             if let Err(e) = unmount_session(s, &self.mnt()) {
                 eprintln!("unmount failed: {e}");

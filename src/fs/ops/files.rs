@@ -68,11 +68,20 @@ impl Operations {
         if wants_write && !file.writable() {
             return Err(FsError::ReadOnly(self.path(node)));
         }
+        // Nothing is pending at the close of a read-only file: no FLUSH for it.
+        let noflush = if wants_write {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_NOFLUSH
+        };
         let cache = match file.cache {
             // A record's key never changes: the page cache may keep it across opens.
-            Cache::FixedBytes => FopenFlags::FOPEN_KEEP_CACHE,
-            // Content that changes: never from the page cache.
-            _ => FopenFlags::FOPEN_DIRECT_IO,
+            Cache::FixedBytes => FopenFlags::FOPEN_KEEP_CACHE | noflush,
+            // Content that changes: never from the page cache. A cached page can be filled
+            // by a READ answered after a change while the kernel still holds the size from
+            // before it (it does not trust a short read once the attributes were forgotten
+            // meanwhile): `active\n\0\0`. Direct I/O reads what there is, whatever the size.
+            _ => FopenFlags::FOPEN_DIRECT_IO | noflush,
         };
         if let Content::Secret { open, .. } = file.content {
             if let (Some(policy), Of::Record(tag)) = (&self.key_policy, &of) {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use fuser::{FileAttr, FileType};
 
 use super::attr::{self, Owner};
+use super::cache::KernelCache;
 use super::error::FsError;
 use super::handles::Handles;
 use super::inode::{InodeTable, Node};
@@ -89,7 +90,9 @@ fn audit_operation(operation: &str) -> &'static str {
 
 pub struct Operations {
     kms: Arc<Kms>,
-    inodes: InodeTable,
+    inodes: Arc<InodeTable>,
+    /// The kernel's caches, kept exact; observes the service.
+    cache: Arc<KernelCache>,
     handles: Handles,
     errors: ErrorRing,
     owner: Owner,
@@ -101,15 +104,24 @@ impl Operations {
     /// `owner` owns every entry: the mounting user, and the group that may read (see
     /// `table.rs` for the modes).
     pub fn new(kms: Arc<Kms>, mountpoint: PathBuf, owner: Owner) -> Operations {
+        let inodes = Arc::new(InodeTable::default());
+        let cache = Arc::new(KernelCache::new(inodes.clone()));
+        kms.observe(cache.clone());
         Operations {
             kms,
-            inodes: InodeTable::default(),
+            inodes,
+            cache,
             handles: Handles::default(),
             errors: ErrorRing::default(),
             owner,
             mountpoint,
             key_policy: None,
         }
+    }
+
+    /// What tells the kernel to forget what a change touched (`cache.rs`).
+    pub fn kernel_cache(&self) -> Arc<KernelCache> {
+        self.cache.clone()
     }
 
     /// Only the executables of `policy` may open `key` files.

@@ -14,7 +14,7 @@ use crate::fs::errno::errno_of;
 use crate::fs::error::FsError;
 use crate::fs::inode::ROOT_INO;
 use crate::fs::ring::Caller;
-use crate::fs::table::{Dir, FileId, FILES, STABLE_TTL};
+use crate::fs::table::{Dir, FileId, CACHED_TTL, FILES};
 use crate::fs::tree::DYNAMIC_BASE;
 use crate::service::Kms;
 
@@ -542,7 +542,10 @@ fn keys_open_only_while_usable_and_stay_in_the_page_cache() {
     assert_eq!(f.errors().pop().unwrap()["operation"], "open");
     f.echo_over("pool/k1/state", "active").unwrap();
     let o = f.ops.open(ME, key, libc::O_RDONLY).unwrap();
-    assert_eq!(o.flags, FopenFlags::FOPEN_KEEP_CACHE);
+    assert_eq!(
+        o.flags,
+        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
+    );
     assert_eq!(f.ops.read(o.fh, 0, 4096).unwrap().len(), 32);
     f.ops.release(ME, o.fh);
     assert_eq!(f.size("pool/k1/key"), 32);
@@ -563,7 +566,11 @@ fn keys_open_only_while_usable_and_stay_in_the_page_cache() {
         .ops
         .open(ME, f.ino("pool/k1/state"), libc::O_RDONLY)
         .unwrap();
-    assert_eq!(state.flags, FopenFlags::FOPEN_DIRECT_IO);
+    // Content that changes is read with direct I/O, and a read-only open needs no FLUSH.
+    assert_eq!(
+        state.flags,
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_NOFLUSH
+    );
     f.ops.release(ME, state.fh);
 }
 
@@ -890,25 +897,33 @@ fn cache_lifetimes_come_from_the_table() {
     f.pool_with_record();
     f.echo_over("pool/k1/state", "active").unwrap();
     let entry = |parent: &str, name: &str| f.ops.lookup(f.ino(parent), OsStr::new(name)).unwrap();
-    // A name that comes and goes is never cached.
-    let active = entry("pool", ".active");
+    // What shows only the keystore is cached until a change touches it (`cache.rs`): names
+    // that come and go, a record's files, its key (whose size the state decides), directories.
+    for (parent, name) in [
+        ("pool", ".active"),
+        ("pool", ".group.json"),
+        ("pool/k1", "state"),
+        ("pool/k1", "key"),
+        ("", "pool"),
+        (
+            ".by-tag",
+            f.text("pool/k1/record.json").split('"').nth(7).unwrap(),
+        ),
+    ] {
+        let e = entry(parent, name);
+        assert_eq!(
+            (e.attr_ttl, e.entry_ttl),
+            (CACHED_TTL, CACHED_TTL),
+            "{name}"
+        );
+    }
+    // The root's files show more than the keystore: attributes never cached, names stable.
+    let status = entry("", ".status");
     assert_eq!(
-        (active.attr_ttl, active.entry_ttl),
-        (Duration::ZERO, Duration::ZERO)
+        (status.attr_ttl, status.entry_ttl),
+        (Duration::ZERO, CACHED_TTL)
     );
-    // Content that changes behind the kernel's back: attributes never cached, name stable.
-    let state = entry("pool/k1", "state");
-    assert_eq!(
-        (state.attr_ttl, state.entry_ttl),
-        (Duration::ZERO, STABLE_TTL)
-    );
-    // Never changes: both cached.
-    // The key's bytes never change, but whether they can be read does: attributes not cached.
-    let key = entry("pool/k1", "key");
-    assert_eq!((key.attr_ttl, key.entry_ttl), (Duration::ZERO, STABLE_TTL));
-    let dir = entry("", "pool");
-    assert_eq!(dir.ttl(), STABLE_TTL);
-    assert_eq!(state.ttl(), Duration::ZERO);
+    assert_eq!(status.ttl(), Duration::ZERO);
     // READDIRPLUS gives the same entries, with the shorter TTL.
     let mut plus = Vec::new();
     f.ops
@@ -918,7 +933,7 @@ fn cache_lifetimes_come_from_the_table() {
         })
         .unwrap();
     let state = plus.iter().find(|(n, ..)| n == "state").unwrap();
-    assert_eq!((state.1, state.2), (Duration::ZERO, 7));
+    assert_eq!((state.1, state.2), (CACHED_TTL, 7));
 }
 
 #[test]
@@ -1023,4 +1038,100 @@ fn rotation_shows_in_the_group_json_and_the_rotation_file() {
     assert!(active.starts_with("rot-"), "{active}");
     f.echo_over("pool/.rotation", "off").unwrap();
     assert_eq!(f.text("pool/.rotation"), "period off\nnext -\nretire 36h\n");
+}
+
+// ---- the kernel's caches: told exactly what a change touched ------------------------------
+
+#[derive(Default)]
+struct KernelRecorder {
+    attrs: std::sync::Mutex<Vec<u64>>,
+    names: std::sync::Mutex<Vec<(u64, String)>>,
+}
+
+impl crate::fs::cache::Kernel for KernelRecorder {
+    fn forget_attrs(&self, ino: u64) {
+        self.attrs.lock().unwrap().push(ino);
+    }
+    fn forget_entry(&self, parent: u64, name: &OsStr) {
+        let name = name.to_string_lossy().into_owned();
+        self.names.lock().unwrap().push((parent, name));
+    }
+}
+
+impl KernelRecorder {
+    fn take_attrs(&self) -> std::collections::HashSet<u64> {
+        self.attrs.lock().unwrap().drain(..).collect()
+    }
+
+    /// Names are forgotten by a thread of their own: waits for `n` of them.
+    fn take_names(&self, n: usize) -> Vec<(u64, String)> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.names.lock().unwrap().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "names never forgotten"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.names.lock().unwrap().drain(..).collect()
+    }
+}
+
+fn connected() -> (Fixture, Arc<KernelRecorder>) {
+    let f = fixture();
+    let kernel = Arc::new(KernelRecorder::default());
+    f.ops.kernel_cache().connect(kernel.clone());
+    (f, kernel)
+}
+
+#[test]
+fn an_activation_forgets_exactly_what_it_touched() {
+    let (f, kernel) = connected();
+    f.pool_with_record();
+    f.mkdir("pool/k2").unwrap();
+    f.echo_over("pool/k1/state", "active").unwrap();
+    let files = |dir: &str| -> Vec<u64> {
+        let mut inos = vec![f.ino(dir)];
+        inos.extend(
+            ["record.json", "state", "description", "key"]
+                .iter()
+                .map(|n| f.ino(&format!("{dir}/{n}"))),
+        );
+        inos
+    };
+    let (k1, k2) = (files("pool/k1"), files("pool/k2"));
+    let group = [
+        f.ino("pool"),
+        f.ino("pool/.group.json"),
+        f.ino("pool/.active"),
+    ];
+    let status = f.ino(".status");
+    kernel.take_attrs();
+    // k2's activation demotes k1: both records' files and the group's, nothing else.
+    f.echo_over("pool/k2/state", "active").unwrap();
+    let forgot = kernel.take_attrs();
+    for ino in k1.iter().chain(&k2).chain(&group) {
+        assert!(
+            forgot.contains(ino),
+            "inode {ino} not forgotten: {forgot:?}"
+        );
+    }
+    assert!(!forgot.contains(&status), ".status is never cached");
+    // A description touches its record alone.
+    f.echo_over("pool/k2/description", "d").unwrap();
+    let forgot = kernel.take_attrs();
+    assert!(forgot.contains(&f.ino("pool/k2/description")));
+    assert!(
+        !forgot.contains(&k1[0]) && !forgot.contains(&group[1]),
+        "{forgot:?}"
+    );
+    // A refused change touches nothing.
+    assert!(f.echo_over("pool/k1/state", "prelive").is_err());
+    assert!(kernel.take_attrs().is_empty());
+    // Deactivating takes `.active` away: its name is forgotten (after the change).
+    f.echo_over("pool/k2/state", "inactive").unwrap();
+    assert_eq!(
+        kernel.take_names(1),
+        vec![(f.ino("pool"), ".active".to_string())]
+    );
 }
