@@ -17,7 +17,7 @@ pub use keyfile::{
     decode_any_key_file, decode_key_file, encode_key_file, encode_sealed_key_file, KeyFileBody,
     KeyFileKind, Sealer, KEY_FILE_LEN, MAX_KEY_FILE_LEN,
 };
-pub use pages::{dump_exclusion, exclude_from_dumps};
+pub use pages::{dump_exclusion, exclude_from_dumps, scrub_stack};
 pub use secret::{KeyMaterial, Passphrase, SecretKey32};
 
 #[derive(Debug, thiserror::Error)]

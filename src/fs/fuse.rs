@@ -267,7 +267,14 @@ impl Filesystem for KmsFs {
     ) {
         self.count("READ");
         match self.ops.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
+            Ok(data) => {
+                reply.data(&data.bytes);
+                if data.secret {
+                    // fuser copies a short reply (a 32-byte key fits) into a buffer on this
+                    // thread's stack: wiped now, not whenever a later request overwrites it.
+                    crate::crypto::scrub_stack();
+                }
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

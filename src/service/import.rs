@@ -22,7 +22,8 @@ impl Kms {
     /// refusal stops there), then as one compacted KMS_DATA written beside the old one and
     /// renamed over it. Memory takes the new keystore only once the rename is durable.
     pub fn apply_atomically(&self, changes: &[Change]) -> Result<(), KmsError> {
-        let mut store = self.store();
+        let mut w = self.settled_writer();
+        let store = &mut w.store;
         let mut guard = self.write();
         let inner = &mut *guard;
         let mut next = inner.ks.clone();
@@ -46,8 +47,10 @@ impl Kms {
         if taken {
             inner.ks = next;
         }
-        inner.on_disk = super::OnDisk::of(&store);
+        inner.on_disk = super::OnDisk::of(store);
+        let ks = inner.ks.clone();
         drop(guard);
+        w.rebased(&ks);
         if taken {
             self.tell_published(&touched);
         }

@@ -40,7 +40,8 @@ impl Kms {
         // The writer's lock for the whole change; `inner`'s write lock for the checks, and
         // again to take the new keys: readers go on with the old keys while the files are
         // rewritten (they open the same keys either way).
-        let mut store = self.store();
+        let mut w = self.settled_writer();
+        let store = &mut w.store;
         let mut guard = self.write();
         let inner = &mut *guard;
         let refuse = |e: KmsError| {
@@ -76,7 +77,7 @@ impl Kms {
         };
         let mut guard = self.write();
         let inner = &mut *guard;
-        inner.on_disk = super::OnDisk::of(&store);
+        inner.on_disk = super::OnDisk::of(store);
         match changed {
             Ok((change, rewrapped, settled)) => {
                 // KMS_DATA names the new key from here on, whatever failed after it.
@@ -84,6 +85,11 @@ impl Kms {
                     inner.ks = ks;
                     inner.kpk = kpk;
                 }
+                // The file was rewritten: the next change is checked against it and goes
+                // after it.
+                let ks = inner.ks.clone();
+                drop(guard);
+                w.rebased(&ks);
                 if let Err(e) = settled {
                     let e = KmsError::from(e);
                     log::error!(
@@ -109,6 +115,9 @@ impl Kms {
                 Ok(change)
             }
             Err(e) => {
+                let ks = inner.ks.clone();
+                drop(guard);
+                w.rebased(&ks);
                 let e = KmsError::from(e);
                 self.audit_master_key(kind, Verdict::Failed(&e.to_string()));
                 Err(e)

@@ -12,6 +12,7 @@ mod quiesce;
 mod rotation;
 mod status;
 mod two_person;
+mod writer;
 
 pub use audit::{acting_as, Acting};
 pub use create::{KeySource, NewRecord};
@@ -26,10 +27,11 @@ pub use two_person::{Pending, Target as PendingTarget};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use crate::crypto::{CryptoError, KdfParams, KeyMaterial, Kpk};
+use crate::keystore::touched::Touched;
 use crate::keystore::{
     Change, Cipher, GroupTag, KeyTag, Keystore, KeystoreError, Name, Outcome, State, Timestamp,
     WrappedKey,
@@ -71,10 +73,13 @@ struct Inner {
 
 pub struct Kms {
     inner: RwLock<Inner>,
-    /// The writer's lock: every change, freeze and key change holds it from its checks to
-    /// its fdatasync, and takes `inner`'s write lock only to check and then to apply, so that
-    /// readers never wait for a disk. Always taken before `inner`.
-    store: Mutex<Store>,
+    /// The writer's lock (`writer.rs`): every change holds it to check and write its frame,
+    /// and lets it go for the fdatasync, which changes that arrive meanwhile share; freezes
+    /// and key changes hold it with nothing in flight. `inner`'s write lock is taken only to
+    /// check and then to apply, so readers never wait for a disk. Always taken before `inner`.
+    writer: Mutex<writer::Writer>,
+    /// Signalled when an fdatasync ends, and when the writer opens again.
+    synced: Condvar,
     data_dir: PathBuf,
     /// Leased holds, for the timer to read without taking a reference to the service: a
     /// timer that held one at the wrong moment would keep the keystore (and its lock) alive
@@ -150,16 +155,19 @@ impl Kms {
                 .map_err(|e| KmsError::Audit(e.to_string()))?;
         }
         let rotating = Arc::new(AtomicBool::new(rotation::any_enabled(&ks)));
+        let on_disk = OnDisk::of(&store);
+        let writer = writer::Writer::new(store, &ks);
         let kms = Arc::new(Kms {
             inner: RwLock::new(Inner {
                 ks,
-                on_disk: OnDisk::of(&store),
+                on_disk,
                 freeze: Freeze::default(),
                 two_person: Default::default(),
                 kpk,
                 data_dir: data_dir.to_path_buf(),
             }),
-            store: Mutex::new(store),
+            writer: Mutex::new(writer),
+            synced: Condvar::new(),
             unlock,
             data_dir: data_dir.to_path_buf(),
             leased: Arc::new(AtomicUsize::new(0)),
@@ -191,12 +199,6 @@ impl Kms {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The writer's lock (see `store`). A panic while holding it leaves the files as the
-    /// last completed operation left them (each is atomic), so a poisoned lock is sound.
-    fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Check, persist, apply. A change that would change nothing succeeds even while frozen.
     fn commit(&self, change: Change) -> Result<Outcome, KmsError> {
         self.commit_with(|_, _| Ok(Some(change)))
@@ -211,34 +213,54 @@ impl Kms {
         make: impl FnOnce(&Keystore, &Kpk) -> Result<Option<Change>, KmsError>,
     ) -> Result<Option<Outcome>, KmsError> {
         // The writer's lock first: no other change, freeze or key change can come between
-        // the checks below and the change being applied, while readers go on reading the
-        // keystore as it is (durable) until the change is durable too.
-        let mut store = self.store();
+        // the checks below and the change's frame being written. Changes are checked against
+        // `staged`, which holds every change written before this one, durable or not.
+        let mut w = self.open_writer();
         let (change, pending_touched) = {
             let mut guard = self.write();
             let inner = &mut *guard;
-            let Some(change) = make(&inner.ks, &inner.kpk)? else {
+            let Some(change) = make(&w.staged, &inner.kpk)? else {
                 return Ok(None);
             };
-            match inner.ks.check(&change) {
+            match w.staged.check(&change) {
                 Ok(Outcome::Unchanged) => return Ok(Some(Outcome::Unchanged)),
                 Ok(Outcome::Changed) => {}
                 Err(e) => {
                     let e = KmsError::from(e);
-                    self.audit_change_refused(&inner.ks, &change, &e);
+                    self.audit_change_refused(&w.staged, &change, &e);
                     return Err(e);
                 }
             }
             if inner.freeze.is_frozen() {
-                self.audit_change_refused(&inner.ks, &change, &KmsError::Quiesced);
+                self.audit_change_refused(&w.staged, &change, &KmsError::Quiesced);
                 return Err(KmsError::Quiesced);
+            }
+            if change.min_format() > w.store.format() {
+                // An older file cannot hold this change: rewrite it in the current format
+                // first (atomically, as compaction does), with nothing in flight, so that its
+                // header tells an older kmsfs to keep out rather than let it stumble on a
+                // frame it cannot read. Rare: once per keystore.
+                drop(guard);
+                drop(w);
+                w = self.settled_writer();
+                log::info!(
+                    "rewriting {} in format {FORMAT_VERSION} (it was {})",
+                    self.data_dir.display(),
+                    w.store.format()
+                );
+                self.sync_audit_before_compaction()?;
+                let ks = w.staged.clone();
+                w.store.compact(&ks)?;
+                w.rebased(&ks);
+                self.write().on_disk = OnDisk::of(&w.store);
+                return self.commit_change(w, change, Touched::default());
             }
             let pending_before = inner.two_person.pending().to_vec();
             let gate = inner.two_person.gate(&change, audit::actor_uid());
             self.pending
                 .store(inner.two_person.pending().len(), Ordering::Release);
             let pending_touched =
-                observe::pending_touched(&inner.ks, &pending_before, inner.two_person.pending());
+                observe::pending_touched(&w.staged, &pending_before, inner.two_person.pending());
             match gate {
                 Ok(two_person::Gate::Free) => {}
                 Ok(two_person::Gate::Confirmed(first)) => log::info!(
@@ -248,7 +270,7 @@ impl Kms {
                     audit::actor_uid().unwrap_or(0)
                 ),
                 Err(e) => {
-                    self.audit_change_refused(&inner.ks, &change, &e);
+                    self.audit_change_refused(&w.staged, &change, &e);
                     drop(guard);
                     self.tell_published(&pending_touched);
                     return Err(e);
@@ -259,62 +281,33 @@ impl Kms {
             // fdatasync makes both durable, and a crash can lose neither without the other. A
             // crash after the line is written but before the frame is synced leaves a line
             // for a change that did not happen, never the reverse.
-            self.audit_change(&inner.ks, &change)?;
+            self.audit_change(&w.staged, &change)?;
             (change, pending_touched)
         };
-        // From here on, only the writer's lock is held: key reads and metadata reads do not
-        // wait for the rewrite or the fdatasync below (they see the keystore before the
-        // change until it is durable).
-        if change.min_format() > store.format() {
-            // An older file cannot hold this change: rewrite it in the current format first
-            // (atomically, as compaction does), so that its header tells an older kmsfs to
-            // keep out rather than let it stumble on a frame it cannot read.
-            log::info!(
-                "rewriting {} in format {FORMAT_VERSION} (it was {})",
-                self.data_dir.display(),
-                store.format()
-            );
-            self.sync_audit_before_compaction()?;
-            store.compact(&self.read().0.ks)?;
-        }
+        self.commit_change(w, change, pending_touched)
+    }
+
+    /// Writes a checked change's frame and waits until it is durable (its fdatasync shared
+    /// with the changes written meanwhile) and visible to readers.
+    fn commit_change<'a>(
+        &'a self,
+        mut w: std::sync::MutexGuard<'a, writer::Writer>,
+        change: Change,
+        pending_touched: Touched,
+    ) -> Result<Option<Outcome>, KmsError> {
         let (lines, last_line) = self.audit_unsaved();
-        if let Err(e) = store.append(&change, &lines) {
-            let e = KmsError::from(e);
-            self.audit_change_refused(&self.read().0.ks, &change, &e);
-            return Err(e);
-        }
-        self.audit_saved_through(last_line);
-        let (outcome, touched) = {
-            let mut guard = self.write();
-            let inner = &mut *guard;
-            let mut touched = inner.ks.touched_by(&change);
-            let outcome = inner.ks.apply(&change)?;
-            touched.merge(pending_touched);
-            inner.on_disk = OnDisk::of(&store);
-            if matches!(
-                change,
-                Change::SetRotation { .. } | Change::DeleteGroup { .. }
-            ) {
-                self.rotating
-                    .store(rotation::any_enabled(&inner.ks), Ordering::Release);
+        let mut touched = w.staged.touched_by(&change);
+        touched.merge(pending_touched);
+        let ticket = match w.write(change.clone(), &lines, last_line, touched) {
+            Ok(t) => t,
+            Err(e) => {
+                let e = KmsError::from(e);
+                self.audit_change_refused(&w.staged, &change, &e);
+                return Err(e);
             }
-            (outcome, touched)
         };
-        self.tell_published(&touched);
-        let ks = self.read();
-        if store.wants_compaction(&ks.0.ks) {
-            // The change is already durable in the log; a failed compaction only means the
-            // log stays longer until the next attempt.
-            if let Err(e) = self
-                .sync_audit_before_compaction()
-                .and_then(|()| Ok(store.compact(&ks.0.ks)?))
-            {
-                log::error!("compaction of {} failed: {e}", self.data_dir.display());
-            }
-        }
-        drop(ks);
-        self.write().on_disk = OnDisk::of(&store);
-        Ok(Some(outcome))
+        let (_w, durable) = self.wait_durable(w, ticket);
+        durable.map(|()| Some(Outcome::Changed))
     }
 
     /// Refuses with `Quiesced` while a hold remains: asked by callers that collect a change
@@ -535,8 +528,10 @@ impl Kms {
             return Err(e);
         }
         self.audit_keystore("quiesce", Ok(()), true)?;
-        // The writer's lock: a change under way finishes (its fdatasync) before the freeze.
-        let mut store = self.store();
+        // The writer's lock with nothing in flight: every change written finishes (its
+        // fdatasync) before the freeze, and none starts until it is in place.
+        let mut w = self.settled_writer();
+        let store = &mut w.store;
         let mut inner = self.write();
         let inner = &mut *inner;
         if !inner.freeze.is_frozen() {
@@ -559,7 +554,8 @@ impl Kms {
 
     /// Removes one hold, an unleased one first; with none left, changes resume.
     pub fn unquiesce(&self) -> Result<(), KmsError> {
-        let mut store = self.store();
+        let mut w = self.settled_writer();
+        let store = &mut w.store;
         let mut inner = self.write();
         let inner = &mut *inner;
         if let Err(e) = inner.freeze.release() {
@@ -578,7 +574,8 @@ impl Kms {
 
     /// Lets lapsed leases go; called by the timer.
     fn expire_leases(&self) {
-        let mut store = self.store();
+        let mut w = self.settled_writer();
+        let store = &mut w.store;
         let mut inner = self.write();
         let lapsed = inner.freeze.expire(Instant::now());
         self.leased.store(inner.freeze.leased(), Ordering::Release);
@@ -706,12 +703,12 @@ mod writer_lock_tests {
     use super::*;
     use std::sync::mpsc;
 
-    /// While a change holds the writer's lock (as it does through its fdatasync), key reads,
-    /// metadata and `.status` are served; the next change waits for its turn.
+    /// While a change holds the writer's lock (as it does to check and write its frame), key
+    /// reads, metadata and `.status` are served; the next change waits for its turn.
     #[test]
     fn readers_never_wait_for_the_writer() {
         let (_dir, kms, _g, k) = test_keystore();
-        let writer = kms.store();
+        let writer = kms.writer();
         let (done, read) = mpsc::channel();
         let kms2 = kms.clone();
         let k2 = k.clone();

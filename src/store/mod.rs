@@ -519,23 +519,55 @@ impl Store {
     /// `audit`: the audit lines not yet durable in the audit log, carried in the same frame so
     /// that its one fdatasync makes them durable with the change (see `take_audit_tail`).
     pub fn append(&mut self, change: &Change, audit: &[String]) -> Result<(), StoreError> {
+        let (len, seq) = (self.len, self.next_seq);
+        self.write_change(change, audit)?;
+        if let Err(e) = self.data.sync_data() {
+            self.discard_after(len, seq);
+            return Err(StoreError::io(format!("cannot append to {DATA_FILE}"))(e));
+        }
+        Ok(())
+    }
+
+    /// Writes one accepted change's frame after the others, without syncing it: an
+    /// fdatasync of `sync_handle` (the service's group commit) makes it durable, with every
+    /// frame written before it. Returns the file's length after the frame. On failure the
+    /// file is cut back to where the frame began.
+    pub fn write_change(&mut self, change: &Change, audit: &[String]) -> Result<u64, StoreError> {
         assert!(!self.frozen, "the service refuses changes while frozen");
         let frame = datafile::encode_change(&self.hmk, &self.digest, self.next_seq, change, audit);
         let result = self
             .data
             .seek(SeekFrom::Start(self.len))
-            .and_then(|_| self.data.write_all(&frame))
-            .and_then(|_| self.data.sync_data());
+            .and_then(|_| self.data.write_all(&frame));
         if let Err(e) = result {
-            let _ = self
-                .data
-                .set_len(self.len)
-                .and_then(|_| self.data.sync_data());
+            let _ = self.data.set_len(self.len);
             return Err(StoreError::io(format!("cannot append to {DATA_FILE}"))(e));
         }
         self.len += frame.len() as u64;
         self.next_seq += 1;
-        Ok(())
+        Ok(self.len)
+    }
+
+    /// Where the next frame goes: the file's length and the frame's sequence number.
+    pub fn end(&self) -> (u64, u64) {
+        (self.len, self.next_seq)
+    }
+
+    /// A descriptor of KMS_DATA for an fdatasync made without the writer's lock (frames may
+    /// be written after the sync began: they are not covered).
+    pub fn sync_handle(&self) -> std::io::Result<File> {
+        self.data.try_clone()
+    }
+
+    /// After a failed fdatasync: the frames from `len` on (sequence `seq` on) are in doubt,
+    /// so they go, and the file is cut back to what was durable.
+    pub fn discard_after(&mut self, len: u64, seq: u64) {
+        let cut = self.data.set_len(len).and_then(|_| self.data.sync_data());
+        if let Err(e) = cut {
+            log::error!("cannot cut {DATA_FILE} back to {len} bytes after a failed sync: {e}");
+        }
+        self.len = len;
+        self.next_seq = seq;
     }
 
     pub fn wants_compaction(&self, ks: &Keystore) -> bool {

@@ -79,7 +79,7 @@ impl Fixture {
         let o = self.ops.open(ME, self.ino(path), libc::O_RDONLY)?;
         let mut out = Vec::new();
         loop {
-            let chunk = self.ops.read(o.fh, out.len() as u64, 4096)?;
+            let chunk = self.ops.read(o.fh, out.len() as u64, 4096)?.bytes;
             out.extend_from_slice(&chunk);
             if chunk.len() < 4096 {
                 break;
@@ -419,9 +419,9 @@ fn a_truncate_without_a_handle_takes_the_callers_newest_unwritten_edit() {
     // B opens again and truncates: only its newest handle, the unwritten one, is cut.
     let hb2 = f.ops.open(b, ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
     f.ops.setattr(b, ino, TRUNCATE, None).unwrap();
-    assert_eq!(f.ops.read(hb1.fh, 0, 100).unwrap().as_slice(), b"OLD");
-    assert_eq!(f.ops.read(ha.fh, 0, 100).unwrap().as_slice(), b"old");
-    assert_eq!(f.ops.read(hb2.fh, 0, 100).unwrap().as_slice(), b"");
+    assert_eq!(f.ops.read(hb1.fh, 0, 100).unwrap().bytes.as_slice(), b"OLD");
+    assert_eq!(f.ops.read(ha.fh, 0, 100).unwrap().bytes.as_slice(), b"old");
+    assert_eq!(f.ops.read(hb2.fh, 0, 100).unwrap().bytes.as_slice(), b"");
     f.ops.release(b, hb1.fh);
     assert_eq!(f.text(d), "OLD");
     f.ops.write(b, hb2.fh, 0, b"new", false).unwrap();
@@ -433,7 +433,7 @@ fn a_truncate_without_a_handle_takes_the_callers_newest_unwritten_edit() {
     let ha = f.ops.open(a, ino, libc::O_WRONLY).unwrap();
     f.ops.setattr(b, ino, TRUNCATE, None).unwrap();
     assert_eq!(f.text(d), "");
-    assert_eq!(f.ops.read(ha.fh, 0, 100).unwrap().as_slice(), b"new");
+    assert_eq!(f.ops.read(ha.fh, 0, 100).unwrap().bytes.as_slice(), b"new");
     f.ops.release(a, ha.fh);
     assert_eq!(f.text(d), "");
     // A caller whose edits are all written: its newest one takes the truncation (as its own
@@ -445,7 +445,7 @@ fn a_truncate_without_a_handle_takes_the_callers_newest_unwritten_edit() {
         ..TRUNCATE
     };
     f.ops.setattr(b, ino, to_2, None).unwrap();
-    assert_eq!(f.ops.read(hb.fh, 0, 100).unwrap().as_slice(), b"ne");
+    assert_eq!(f.ops.read(hb.fh, 0, 100).unwrap().bytes.as_slice(), b"ne");
     assert_eq!(f.text(d), "", "not a change of its own");
     f.ops.release(b, hb.fh);
     assert_eq!(f.text(d), "ne");
@@ -542,11 +542,8 @@ fn keys_open_only_while_usable_and_stay_in_the_page_cache() {
     assert_eq!(f.errors().pop().unwrap()["operation"], "open");
     f.echo_over("pool/k1/state", "active").unwrap();
     let o = f.ops.open(ME, key, libc::O_RDONLY).unwrap();
-    assert_eq!(
-        o.flags,
-        FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH
-    );
-    assert_eq!(f.ops.read(o.fh, 0, 4096).unwrap().len(), 32);
+    assert_eq!(o.flags, FopenFlags::FOPEN_KEEP_CACHE);
+    assert_eq!(f.ops.read(o.fh, 0, 4096).unwrap().bytes.len(), 32);
     f.ops.release(ME, o.fh);
     assert_eq!(f.size("pool/k1/key"), 32);
     assert_eq!(errno(f.ops.open(ME, key, libc::O_RDWR)), libc::EACCES);
