@@ -88,7 +88,7 @@ fn scale(name: &str) -> Scale {
             op_samples: 500,
             jq_samples: 10,
             change_samples: 300,
-            rounds: 3,
+            rounds: 5,
             round_secs: 1.0,
             quiesce_rounds: 10,
             scale_groups: &[10, 100],
@@ -101,7 +101,7 @@ fn scale(name: &str) -> Scale {
             op_samples: 1_000,
             jq_samples: 10,
             change_samples: 500,
-            rounds: 3,
+            rounds: 5,
             round_secs: 2.0,
             quiesce_rounds: 20,
             scale_groups: if name == "full" {
@@ -378,12 +378,12 @@ const WRITERS: usize = 8;
 const WORDS: &[&str] = &["written by the benchmark", "written by the benchmark again"];
 
 /// Runs each of `configs` for `secs`, round after round, `rounds` times (so that the machine's
-/// other load falls on all of them alike); returns per configuration the median round rate
-/// and all latencies.
+/// other load falls on all of them alike); returns per configuration its round rates (the
+/// median first, then all of them in order) and all latencies.
 fn rounds<T>(
     rounds: usize,
     configs: &mut [&mut dyn FnMut() -> (f64, Vec<Duration>, T)],
-) -> Vec<(f64, Vec<Duration>, Vec<T>)> {
+) -> Vec<(Rates, Vec<Duration>, Vec<T>)> {
     let mut out: Vec<(Vec<f64>, Vec<Duration>, Vec<T>)> = configs
         .iter()
         .map(|_| (Vec::new(), Vec::new(), Vec::new()))
@@ -397,11 +397,34 @@ fn rounds<T>(
         }
     }
     out.into_iter()
-        .map(|(mut rates, lat, extra)| {
-            rates.sort_by(f64::total_cmp);
-            (rates[rates.len() / 2], lat, extra)
-        })
+        .map(|(rates, lat, extra)| (Rates(rates), lat, extra))
         .collect()
+}
+
+/// One rate per round.
+struct Rates(Vec<f64>);
+
+impl Rates {
+    fn median(&self) -> f64 {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// "1,234–2,345/s over 5 rounds" (or one figure for one round).
+    fn spread(&self) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(0.0, f64::max);
+        if self.0.len() == 1 {
+            format!("{min:.0}/s")
+        } else {
+            format!("{min:.0}-{max:.0}/s")
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!(self.0.iter().map(|r| r.round()).collect::<Vec<_>>())
+    }
 }
 
 fn parallel_workloads(report: &mut Report, sc: &Scale, only: &dyn Fn(u32) -> bool, work: &Path) {
@@ -467,8 +490,9 @@ fn parallel_workloads(report: &mut Report, sc: &Scale, only: &dyn Fn(u32) -> boo
             (r.rate, r.latencies, ())
         };
         let res = rounds(sc.rounds, &mut [&mut one, &mut eight]);
-        let (r1, l1, _) = &res[0];
-        let (r8, l8, _) = &res[1];
+        let (rates1, l1, _) = &res[0];
+        let (rates8, l8, _) = &res[1];
+        let (r1, r8) = (rates1.median(), rates8.median());
         report.time(
             "change description (durable), 8 writers",
             WRITERS,
@@ -477,14 +501,17 @@ fn parallel_workloads(report: &mut Report, sc: &Scale, only: &dyn Fn(u32) -> boo
             "1 writer",
             None,
             format!(
-                "change rate 8:1 = {:.2}x ({:.0}/s vs {:.0}/s; {} rounds of {secs} s)",
+                "change rate 8:1 = {:.2}x (medians {:.0}/s vs {:.0}/s; rounds {} vs {}; {} rounds of {secs} s)",
                 r8 / r1,
                 r8,
                 r1,
+                rates8.spread(),
+                rates1.spread(),
                 sc.rounds
             ),
             json!({"rate_per_s": r8.round(), "baseline_rate_per_s": r1.round(),
-                   "rate_ratio": round3(r8 / r1)}),
+                   "rate_ratio": round3(r8 / r1), "rates_per_round": rates8.json(),
+                   "baseline_rates_per_round": rates1.json()}),
         );
     }
 
@@ -507,9 +534,10 @@ fn parallel_workloads(report: &mut Report, sc: &Scale, only: &dyn Fn(u32) -> boo
                 (r, l, w.stop().rate)
             };
             let res = rounds(sc.rounds, &mut [&mut one, &mut eight, &mut with_writer]);
-            let (r1, l1, _) = &res[0];
-            let (r8, l8, _) = &res[1];
-            let (rw, lw, wrates) = &res[2];
+            let (rates1, l1, _) = &res[0];
+            let (rates8, l8, _) = &res[1];
+            let (ratesw, lw, wrates) = &res[2];
+            let (r1, r8, rw) = (rates1.median(), rates8.median(), ratesw.median());
             let s1 = Stats::of(l1.clone());
             let sw = Stats::of(lw.clone());
             report.time(
@@ -520,13 +548,16 @@ fn parallel_workloads(report: &mut Report, sc: &Scale, only: &dyn Fn(u32) -> boo
                 "1 reader",
                 None,
                 format!(
-                    "reads/s 8:1 = {:.2}x ({:.0}/s vs {:.0}/s; {threads})",
+                    "reads/s 8:1 = {:.2}x (medians {:.0}/s vs {:.0}/s; rounds {} vs {}; {threads})",
                     r8 / r1,
                     r8,
-                    r1
+                    r1,
+                    rates8.spread(),
+                    rates1.spread()
                 ),
                 json!({"rate_per_s": r8.round(), "baseline_rate_per_s": r1.round(),
-                       "rate_ratio": round3(r8 / r1)}),
+                       "rate_ratio": round3(r8 / r1), "rates_per_round": rates8.json(),
+                       "baseline_rates_per_round": rates1.json()}),
             );
             let mut wrates = wrates.clone();
             wrates.sort_by(f64::total_cmp);
@@ -637,6 +668,7 @@ fn scale_workload(report: &mut Report, sc: &Scale, work: &Path) {
         let data = work.join(format!("ks-scale{n}"));
         let names: Vec<String> = (0..groups).map(|g| format!("group-{g:05}")).collect();
         let t = Instant::now();
+        // The same as `bench --build DATA GROUPS`.
         drop(support::build_keystore_groups(
             &data, &names, PER_GROUP, None,
         ));
@@ -728,9 +760,26 @@ fn scale_workload(report: &mut Report, sc: &Scale, work: &Path) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--probe") {
-        probe(Path::new(&args[1]), Path::new(&args[2]));
-        return;
+    // Two steps of workload 7 on their own, for profiling start-up (BENCHMARKS.md):
+    // `bench --build DATA GROUPS` builds GROUPS groups of 100 records in DATA (a new directory);
+    // `bench --probe DATA MNT` mounts it once, prints the start-up time and memory as JSON.
+    match args.first().map(String::as_str) {
+        Some("--probe") if args.len() == 3 => {
+            probe(Path::new(&args[1]), Path::new(&args[2]));
+            return;
+        }
+        Some("--build") if args.len() == 3 => {
+            let groups: usize = args[2].parse().expect("--build DATA GROUPS");
+            let names: Vec<String> = (0..groups).map(|g| format!("group-{g:05}")).collect();
+            drop(support::build_keystore_groups(
+                Path::new(&args[1]),
+                &names,
+                PER_GROUP,
+                None,
+            ));
+            return;
+        }
+        _ => {}
     }
     let mut scale_name = "small".to_string();
     let mut dir = std::env::temp_dir();
