@@ -477,22 +477,36 @@ fn parallel_workloads(report: &mut Report, sc: &Scale, only: &dyn Fn(u32) -> boo
             json!({}),
         );
         // 8 writers on 8 records against 1 writer, round by round.
-        let mut one = || {
-            let w = Writers::start(&descriptions[..1], WORDS);
+        // The block device's flush count says whether changes shared a sync (group commit)
+        // or each paid its own.
+        let run = |writers: &[PathBuf]| {
+            let f0 = support::device_flushes(&data);
+            let w = Writers::start(writers, WORDS);
             std::thread::sleep(Duration::from_secs_f64(secs));
             let r = w.stop();
-            (r.rate, r.latencies, ())
+            let flushes = f0.zip(support::device_flushes(&data)).map(|(a, b)| b - a);
+            let changes = r.latencies.len();
+            (r.rate, r.latencies, flushes.map(|f| (f, changes)))
         };
-        let mut eight = || {
-            let w = Writers::start(&descriptions, WORDS);
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            let r = w.stop();
-            (r.rate, r.latencies, ())
-        };
+        let mut one = || run(&descriptions[..1]);
+        let mut eight = || run(&descriptions);
         let res = rounds(sc.rounds, &mut [&mut one, &mut eight]);
-        let (rates1, l1, _) = &res[0];
-        let (rates8, l8, _) = &res[1];
+        let (rates1, l1, f1) = &res[0];
+        let (rates8, l8, f8) = &res[1];
         let (r1, r8) = (rates1.median(), rates8.median());
+        let per_change = |f: &[Option<(u64, usize)>]| {
+            let (mut flushes, mut changes) = (0, 0);
+            for &(fl, ch) in f.iter().flatten() {
+                flushes += fl;
+                changes += ch;
+            }
+            (changes > 0 && f.iter().all(Option::is_some)).then(|| flushes as f64 / changes as f64)
+        };
+        let (fpc1, fpc8) = (per_change(f1), per_change(f8));
+        let flush_note = match (fpc1, fpc8) {
+            (Some(a), Some(b)) => format!("; device flushes per change {b:.2} vs {a:.2}"),
+            _ => String::new(),
+        };
         report.time(
             "change description (durable), 8 writers",
             WRITERS,
@@ -501,7 +515,7 @@ fn parallel_workloads(report: &mut Report, sc: &Scale, only: &dyn Fn(u32) -> boo
             "1 writer",
             None,
             format!(
-                "change rate 8:1 = {:.2}x (medians {:.0}/s vs {:.0}/s; rounds {} vs {}; {} rounds of {secs} s)",
+                "change rate 8:1 = {:.2}x (medians {:.0}/s vs {:.0}/s; rounds {} vs {}; {} rounds of {secs} s){flush_note}",
                 r8 / r1,
                 r8,
                 r1,
@@ -511,7 +525,8 @@ fn parallel_workloads(report: &mut Report, sc: &Scale, only: &dyn Fn(u32) -> boo
             ),
             json!({"rate_per_s": r8.round(), "baseline_rate_per_s": r1.round(),
                    "rate_ratio": round3(r8 / r1), "rates_per_round": rates8.json(),
-                   "baseline_rates_per_round": rates1.json()}),
+                   "baseline_rates_per_round": rates1.json(),
+                   "flushes_per_change": fpc8.map(round3), "baseline_flushes_per_change": fpc1.map(round3)}),
         );
     }
 

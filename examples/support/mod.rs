@@ -105,6 +105,17 @@ pub fn vm_rss() -> u64 {
     kb * 1024
 }
 
+/// Flush requests completed by the block device that holds `path` (the 16th field of
+/// /sys/dev/block/MAJ:MIN/stat, kernel 5.5 and later): machine-wide, so other processes' syncs
+/// count too. None where the device or the field is missing.
+pub fn device_flushes(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let stat = fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/stat")).ok()?;
+    stat.split_whitespace().nth(15)?.parse().ok()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keystores built as one snapshot
 
