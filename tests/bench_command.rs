@@ -72,10 +72,11 @@ fn bench_tiny_runs_every_workload() {
             assert!(r.get(key).is_some(), "{op:?} has no {key}");
         }
     }
-    // Every tree operation counted its FUSE requests; each read at least opens and reads.
+    // Every tree operation counted its FUSE requests (at least the OPEN or OPENDIR: how many
+    // more depends on what the kernel caches).
     for op in ["read record.json", "read state", "ls -l .by-tag", "jq -s ."] {
         let n = row(op)["requests"].as_f64().expect("requests counted");
-        assert!(n >= 2.0, "{op}: {n} requests");
+        assert!(n >= 1.0, "{op}: {n} requests");
     }
     assert_eq!(row("echo quiesce")["frozen"], true);
 }
