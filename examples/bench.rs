@@ -377,9 +377,9 @@ const WRITERS: usize = 8;
 /// Writers alternate their record's description between these (each write a durable change).
 const WORDS: &[&str] = &["written by the benchmark", "written by the benchmark again"];
 
-/// Runs each of `configs` for `secs`, round after round, `rounds` times (so that the machine's
-/// other load falls on all of them alike); returns per configuration its round rates (the
-/// median first, then all of them in order) and all latencies.
+/// Runs each of `configs` (each one timed round: a rate, its latencies and something of its
+/// own) in turn, `rounds` times over, so that the machine's other load falls on all of them
+/// alike; returns per configuration its round rates, all its latencies and its extras.
 fn rounds<T>(
     rounds: usize,
     configs: &mut [&mut dyn FnMut() -> (f64, Vec<Duration>, T)],
@@ -411,7 +411,7 @@ impl Rates {
         v[v.len() / 2]
     }
 
-    /// "1,234–2,345/s over 5 rounds" (or one figure for one round).
+    /// "1234-2345/s": the slowest and the fastest round (one figure for one round).
     fn spread(&self) -> String {
         let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
         let max = self.0.iter().copied().fold(0.0, f64::max);
