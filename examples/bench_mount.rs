@@ -13,124 +13,15 @@
 //! separate pass before the timed one (fuser logs each request at debug level; a counting
 //! logger is switched on only for that pass), so the timings carry no logging cost.
 
-use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use kmsfs::keystore::KeyTag;
-use kmsfs::service::Kms;
+use std::fs;
+use std::time::Duration;
 
 #[path = "support/mod.rs"]
 mod support;
 
+use support::{count_requests, fmt_count, fmt_dur, loadavg, ls_l, paired, read, Baseline, Twin};
+
 const GROUP: &str = "pool";
-
-// ---------------------------------------------------------------------------------------------
-// Counting FUSE requests
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static COUNTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-
-/// Counts fuser's per-request debug lines by opcode while `COUNTING` is on; passes warnings
-/// and errors of everything else to stderr.
-struct RequestCounter;
-
-impl log::Log for RequestCounter {
-    fn enabled(&self, meta: &log::Metadata) -> bool {
-        meta.level() <= log::Level::Warn || meta.target().starts_with("fuser::request")
-    }
-
-    fn log(&self, record: &log::Record) {
-        if record.target().starts_with("fuser::request") {
-            if COUNTING.load(Ordering::Relaxed) {
-                // "FUSE(  7) ino 0x0000000000000001 LOOKUP parent ..."
-                let line = record.args().to_string();
-                let op = line
-                    .split_once(" ino ")
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .unwrap_or("?")
-                    .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-                    .to_string();
-                *COUNTS.lock().unwrap().entry(op).or_default() += 1;
-            }
-        } else if record.level() <= log::Level::Warn {
-            eprintln!("{} {}: {}", record.level(), record.target(), record.args());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static LOGGER: RequestCounter = RequestCounter;
-
-/// Runs `op` `reps` times with request counting on; returns requests per operation and the
-/// per-opcode breakdown (per operation).
-fn count_requests(reps: usize, mut op: impl FnMut()) -> (f64, String) {
-    COUNTS.lock().unwrap().clear();
-    log::set_max_level(log::LevelFilter::Debug);
-    COUNTING.store(true, Ordering::SeqCst);
-    for _ in 0..reps {
-        op();
-    }
-    // Let the daemon threads log what they were answering (FORGETs arrive asynchronously).
-    std::thread::sleep(Duration::from_millis(50));
-    COUNTING.store(false, Ordering::SeqCst);
-    log::set_max_level(log::LevelFilter::Warn);
-    let counts = std::mem::take(&mut *COUNTS.lock().unwrap());
-    let total: u64 = counts.values().sum();
-    let breakdown = counts
-        .iter()
-        .map(|(op, n)| format!("{op} {}", fmt_count(*n as f64 / reps as f64)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    (total as f64 / reps as f64, breakdown)
-}
-
-fn fmt_count(x: f64) -> String {
-    if x >= 100.0 || x.fract() < 0.05 || x.fract() > 0.95 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.1}")
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Timing
-
-/// Times `a` and `b` alternately, `samples` times each; returns both medians.
-fn paired(samples: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (Duration, Duration) {
-    let (mut ta, mut tb) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
-    for _ in 0..samples {
-        let t = Instant::now();
-        a();
-        ta.push(t.elapsed());
-        let t = Instant::now();
-        b();
-        tb.push(t.elapsed());
-    }
-    (support::median(ta), support::median(tb))
-}
-
-fn ls_l(dir: &Path) {
-    let status = Command::new("ls")
-        .arg("-l")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run ls");
-    assert!(status.success(), "ls -l {} failed", dir.display());
-}
-
-fn read(path: &Path) {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    assert!(!bytes.is_empty(), "{} read back empty", path.display());
-}
 
 /// Pins this process's threads: the calling (main) thread to `main`, every other thread
 /// (the daemons' serving threads: fuser starts them all at mount time) to `others`. Returns
@@ -171,122 +62,9 @@ fn pin_threads(main: &[usize], others: &[usize]) -> usize {
     pinned
 }
 
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn all_cpus() -> Vec<usize> {
     let n = std::thread::available_parallelism().map_or(1, |n| n.get());
     (0..n).collect()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The two trees
-
-/// The same directories and files as the mount (a group of records, each with
-/// record.json, state, description and a 0400 key, and `.by-tag` symlinks) on tmpfs. Every
-/// record.json holds the bytes of one record.json read from the mount (same size); the
-/// group's own dot files and `.active` link are copied from the mount's group directory.
-fn build_baseline(
-    root: &Path,
-    mount_group: &Path,
-    records: &[(String, KeyTag)],
-    json: &[u8],
-    description: &[u8],
-) {
-    let group = root.join(GROUP);
-    let by_tag = root.join(".by-tag");
-    fs::create_dir_all(&group).unwrap();
-    fs::create_dir_all(&by_tag).unwrap();
-    for entry in fs::read_dir(mount_group).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if !name.to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if entry.file_type().unwrap().is_symlink() {
-            symlink(fs::read_link(entry.path()).unwrap(), group.join(&name)).unwrap();
-        } else {
-            // `.create` is write-only: an empty file stands for it.
-            fs::write(
-                group.join(&name),
-                fs::read(entry.path()).unwrap_or_default(),
-            )
-            .unwrap();
-        }
-    }
-    for (name, tag) in records {
-        let dir = group.join(name);
-        fs::create_dir(&dir).unwrap();
-        fs::write(dir.join("record.json"), json).unwrap();
-        fs::write(dir.join("state"), "prelive\n").unwrap();
-        fs::write(dir.join("description"), description).unwrap();
-        let key = dir.join("key");
-        fs::write(&key, rand::random::<[u8; 32]>()).unwrap();
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
-        symlink(format!("../{GROUP}/{name}"), by_tag.join(tag.as_str())).unwrap();
-    }
-}
-
-/// A tmpfs mounted on a fresh directory, unmounted on drop; or /dev/shm when mounting fails.
-struct Baseline {
-    dir: PathBuf,
-    mounted: bool,
-    _shm: Option<tempfile::TempDir>,
-}
-
-impl Baseline {
-    fn new(work: &Path) -> Baseline {
-        let dir = work.join("tmpfs");
-        fs::create_dir(&dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "none"])
-            .arg(&dir)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Baseline {
-                dir,
-                mounted: true,
-                _shm: None,
-            };
-        }
-        eprintln!("mount -t tmpfs failed; using /dev/shm for the baseline");
-        let shm = tempfile::Builder::new()
-            .prefix("kmsfs-bench-mount")
-            .tempdir_in("/dev/shm")
-            .unwrap();
-        Baseline {
-            dir: shm.path().to_path_buf(),
-            mounted: false,
-            _shm: Some(shm),
-        }
-    }
-
-    fn describe(&self) -> String {
-        if self.mounted {
-            format!("tmpfs at {}", self.dir.display())
-        } else {
-            format!("/dev/shm ({})", self.dir.display())
-        }
-    }
-}
-
-impl Drop for Baseline {
-    fn drop(&mut self) {
-        if self.mounted {
-            let ok = Command::new("umount")
-                .arg(&self.dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("could not unmount {}", self.dir.display());
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,17 +78,6 @@ struct Row {
     base_name: &'static str,
     requests: f64,
     breakdown: String,
-}
-
-fn fmt_dur(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 10_000.0 {
-        format!("{:.1} ms", us / 1e3)
-    } else if us >= 1_000.0 {
-        format!("{:.2} ms", us / 1e3)
-    } else {
-        format!("{us:.1} µs")
-    }
 }
 
 fn print_header() {
@@ -335,66 +102,6 @@ fn print_row(r: &Row) {
         fmt_count(r.requests),
         r.base_name,
     );
-}
-
-/// One keystore of `n` records, mounted, and its tmpfs twin.
-struct Setup {
-    n: usize,
-    data: PathBuf,
-    session: fuser::BackgroundSession,
-    k_group: PathBuf,
-    k_tags: PathBuf,
-    k_rec: PathBuf,
-    b_root: PathBuf,
-    b_group: PathBuf,
-    b_tags: PathBuf,
-    b_rec: PathBuf,
-}
-
-fn setup(work: &Path, baseline: &Path, n: usize) -> Setup {
-    let data = work.join(format!("ks{n}"));
-    let target = n / 2;
-    let (_, records) = support::build_keystore(&data, GROUP, n, Some(target));
-    let kms = Kms::open(&data).unwrap();
-    let mnt = work.join(format!("mnt{n}"));
-    fs::create_dir(&mnt).unwrap();
-    let session = kmsfs::fs::spawn(kms, &mnt, &kmsfs::fs::MountOptions::default()).expect("mount");
-    let t = Instant::now();
-    while !mnt.join(".status").exists() {
-        assert!(t.elapsed() < Duration::from_secs(10), "mount not ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let k_group = mnt.join(GROUP);
-    let k_rec = k_group.join(&records[target].0);
-    let json = fs::read(k_rec.join("record.json")).unwrap();
-    let description = fs::read(k_rec.join("description")).unwrap();
-    let b_root = baseline.join(format!("n{n}"));
-    build_baseline(&b_root, &k_group, &records, &json, &description);
-    let b_group = b_root.join(GROUP);
-    let s = Setup {
-        n,
-        data,
-        session,
-        k_tags: mnt.join(".by-tag"),
-        k_rec,
-        k_group,
-        b_tags: b_root.join(".by-tag"),
-        b_rec: b_group.join(&records[target].0),
-        b_group,
-        b_root,
-    };
-    let count = |dir: &Path| fs::read_dir(dir).unwrap().count();
-    assert_eq!(count(&s.k_group), count(&s.b_group));
-    assert_eq!(count(&s.k_tags), n);
-    assert_eq!(count(&s.b_tags), n);
-    assert_eq!(fs::read(s.k_rec.join("state")).unwrap(), b"active\n");
-    s
-}
-
-fn teardown(s: Setup) {
-    s.session.umount_and_join().expect("unmount");
-    fs::remove_dir_all(&s.b_root).unwrap();
-    fs::remove_dir_all(&s.data).unwrap();
 }
 
 #[derive(Default)]
@@ -422,6 +129,7 @@ impl Bench {
         }
         let (requests, breakdown) = count_requests(reps, &mut *a);
         let (kms, base) = paired(samples, &mut *a, &mut *b);
+        let (kms, base) = (support::median(kms), support::median(base));
         let r = Row {
             op: op.to_string(),
             n,
@@ -437,8 +145,7 @@ impl Bench {
 }
 
 fn main() {
-    log::set_logger(&LOGGER).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    support::install_request_counter();
     let list_samples: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
@@ -460,9 +167,10 @@ fn main() {
     println!("load average at start: {}", loadavg());
     // Both keystores stay mounted throughout, so that the unpinned rows all run before any
     // thread is pinned (once pinned together, threads tend to stay together afterwards).
-    let setups: Vec<Setup> = [1_000, 10_000]
+    let opts = kmsfs::fs::MountOptions::default();
+    let setups: Vec<Twin> = [1_000, 10_000]
         .into_iter()
-        .map(|n| setup(work.path(), &baseline.dir, n))
+        .map(|n| Twin::new(work.path(), &baseline.dir, GROUP, n, &opts))
         .collect();
 
     print_header();
@@ -497,13 +205,7 @@ fn main() {
         }
         // A state change appends one sealed frame to KMS_DATA and fdatasyncs it; the floor is
         // a raw append + fdatasync on a file in the data directory.
-        let raw_path = s.data.join("baseline.log");
-        let mut raw = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&raw_path)
-            .unwrap();
-        let frame = vec![0x5a; 400];
+        let mut raw = support::RawSync::new(&s.data);
         let state = s.k_rec.join("state");
         let mut flip = 0usize;
         bench.row(
@@ -516,13 +218,9 @@ fn main() {
                 let word = if flip % 2 == 1 { "inactive" } else { "active" };
                 fs::write(&state, word).unwrap();
             },
-            &mut || {
-                raw.write_all(&frame).unwrap();
-                raw.sync_data().unwrap();
-            },
+            &mut || raw.once(),
         );
         drop(raw);
-        fs::remove_file(&raw_path).unwrap();
         let expect = if flip % 2 == 1 {
             "inactive\n"
         } else {
@@ -549,7 +247,7 @@ fn main() {
     println!("load average at end: {}", loadavg());
 
     for s in setups {
-        teardown(s);
+        s.remove();
     }
     drop(baseline);
 

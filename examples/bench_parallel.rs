@@ -10,95 +10,16 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::fs;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kmsfs::service::Kms;
+use support::{percentile, readers, us, Writers};
 
 const GROUP: &str = "pool";
 const RECORDS: usize = 64;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-/// `threads` readers reading `key` files (each its own records) for `secs`; reads per second
-/// and every read's latency.
-fn readers(keys: &[PathBuf], threads: usize, secs: f64) -> (f64, Vec<Duration>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let mine: Vec<PathBuf> = keys.iter().skip(t).step_by(threads).cloned().collect();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut lat = Vec::new();
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let t0 = Instant::now();
-                    let k = fs::read(&mine[i % mine.len()]).unwrap();
-                    lat.push(t0.elapsed());
-                    assert_eq!(k.len(), 32);
-                    i += 1;
-                }
-                lat
-            })
-        })
-        .collect();
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(h.join().unwrap());
-    }
-    let rate = all.len() as f64 / start.elapsed().as_secs_f64();
-    all.sort();
-    (rate, all)
-}
-
-/// Flips `state` between active and inactive until stopped; returns the number of changes.
-fn writer(state: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let mut n = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let word = if n % 2 == 0 { "inactive" } else { "active" };
-            fs::write(&state, word).unwrap();
-            n += 1;
-        }
-        n
-    })
-}
-
-fn raw_fdatasync(dir: &Path, reps: usize) -> Duration {
-    let path = dir.join("baseline.log");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    let v: Vec<Duration> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f.write_all(&[0x5a; 400]).unwrap();
-            f.sync_data().unwrap();
-            t.elapsed()
-        })
-        .collect();
-    fs::remove_file(&path).unwrap();
-    support::median(v)
-}
-
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
+/// A writer flips its record's state between these.
+const FLIP: &[&str] = &["inactive", "active"];
 
 fn main() {
     log::set_max_level(log::LevelFilter::Warn);
@@ -112,17 +33,12 @@ fn main() {
         .unwrap();
     let data = work.path().join("ks");
     let (_, records) = support::build_keystore(&data, GROUP, RECORDS + 1, None);
-    let kms = Kms::open(&data).unwrap();
     let mnt = work.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
     let opts = kmsfs::fs::MountOptions {
         threads: 8,
         ..Default::default()
     };
-    let session = kmsfs::fs::spawn(kms, &mnt, &opts).expect("mount");
-    while !mnt.join(".status").exists() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let session = support::mount(&data, &mnt, &opts);
     let group = mnt.join(GROUP);
     // Activating each in turn leaves one active and the others inactive: all readable. The
     // last one is the writer's.
@@ -134,7 +50,7 @@ fn main() {
         .iter()
         .map(|(n, _)| group.join(n).join("key"))
         .collect();
-    let sync = raw_fdatasync(&data, 200);
+    let sync = support::median(support::RawSync::new(&data).times(200));
     println!(
         "{} s per round, {RECORDS} records, 8 serving threads, {} vCPUs; raw append+fdatasync median {:.0} us",
         secs,
@@ -165,16 +81,17 @@ fn main() {
         ));
     };
     let _ = readers(&keys, 8, 0.5); // warm-up
-    let (r1, l1) = readers(&keys, 1, secs);
+    let (r1, mut l1) = readers(&keys, 1, secs);
+    l1.sort();
     row("1 reader", r1, &l1, String::new());
-    let (r8, l8) = readers(&keys, 8, secs);
+    let (r8, mut l8) = readers(&keys, 8, secs);
+    l8.sort();
     row("8 readers", r8, &l8, format!("   {:.2}x 1 reader", r8 / r1));
     for threads in [1, 8] {
-        let stop = Arc::new(AtomicBool::new(false));
-        let w = writer(group.join(&writer_rec).join("state"), stop.clone());
-        let (r, l) = readers(&keys, threads, secs);
-        stop.store(true, Ordering::Relaxed);
-        let changes = w.join().unwrap();
+        let w = Writers::start(&[group.join(&writer_rec).join("state")], FLIP);
+        let (r, mut l) = readers(&keys, threads, secs);
+        l.sort();
+        let changes = w.stop().rate;
         let base = if threads == 1 { r1 } else { r8 };
         row(
             &format!("{threads} reader(s) + 1 writer"),
@@ -183,7 +100,7 @@ fn main() {
             format!(
                 "   {:.2}x without the writer; writer {:.0} changes/s",
                 r / base,
-                changes as f64 / secs
+                changes
             ),
         );
     }
@@ -234,23 +151,12 @@ fn main() {
     // until it returns (the files are then frozen), 10 times.
     let mut quiesce = Vec::new();
     for round in 0..10u64 {
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = records[..8]
+        // Refused (EROFS) while frozen: the writers keep trying.
+        let states: Vec<PathBuf> = records[..8]
             .iter()
-            .map(|(n, _)| {
-                let stop = stop.clone();
-                let state = group.join(n).join("state");
-                std::thread::spawn(move || {
-                    let mut i = 0usize;
-                    while !stop.load(Ordering::Relaxed) {
-                        let word = if i % 2 == 0 { "inactive" } else { "active" };
-                        // Refused (EROFS) while frozen: the writers keep trying.
-                        let _ = fs::write(&state, word);
-                        i += 1;
-                    }
-                })
-            })
+            .map(|(n, _)| group.join(n).join("state"))
             .collect();
+        let writers = Writers::start(&states, FLIP);
         std::thread::sleep(Duration::from_millis(200 + 10 * round));
         let t = Instant::now();
         fs::write(mnt.join(".quiesce"), "quiesce").unwrap();
@@ -263,10 +169,7 @@ fn main() {
             "changed while frozen"
         );
         fs::write(mnt.join(".quiesce"), "unquiesce").unwrap();
-        stop.store(true, Ordering::Relaxed);
-        for w in writers {
-            w.join().unwrap();
-        }
+        writers.stop();
     }
     quiesce.sort();
     let (q50, qmax) = (percentile(&quiesce, 0.5), *quiesce.last().unwrap());

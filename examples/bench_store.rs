@@ -4,8 +4,6 @@
 //!
 //! cargo run --release --example bench_store -- [DIR] [SAMPLES]
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,29 +13,11 @@ use kmsfs::store::{Access, Store};
 #[path = "support/mod.rs"]
 mod support;
 
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
+use support::us;
 
-/// The floor: appending a frame-sized record to a file and fdatasync'ing it.
+/// The floor: `samples` frame-sized appends + fdatasyncs in `dir`; their median.
 fn raw_append(dir: &Path, samples: usize) -> Duration {
-    let path = dir.join("baseline.log");
-    let mut f = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .unwrap();
-    let buf = vec![0x5a; 400];
-    let times = (0..samples)
-        .map(|_| {
-            let t = Instant::now();
-            f.write_all(&buf).unwrap();
-            f.sync_data().unwrap();
-            t.elapsed()
-        })
-        .collect();
-    std::fs::remove_file(path).unwrap();
-    support::median(times)
+    support::median(support::RawSync::new(dir).times(samples))
 }
 
 fn main() {
