@@ -104,49 +104,6 @@ fn main() {
             ),
         );
     }
-    // Writers in parallel, each changing its own record's description (one durable change
-    // per write): changes per second with 1 and with 8 writers, run back to back, 3 times.
-    for round in 0..3 {
-        let mut rates = Vec::new();
-        for n in [1usize, 8] {
-            let stop = Arc::new(AtomicBool::new(false));
-            let writers: Vec<_> = records[..n]
-                .iter()
-                .map(|(name, _)| {
-                    let stop = stop.clone();
-                    let file = group.join(name).join("description");
-                    std::thread::spawn(move || {
-                        let mut i = 0usize;
-                        while !stop.load(Ordering::Relaxed) {
-                            fs::write(&file, if i % 2 == 0 { "a" } else { "b" }).unwrap();
-                            i += 1;
-                        }
-                        i
-                    })
-                })
-                .collect();
-            std::thread::sleep(Duration::from_secs_f64(secs));
-            stop.store(true, Ordering::Relaxed);
-            let changes: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();
-            rates.push(changes as f64 / secs);
-        }
-        let row = format!("writers 1 vs 8 (round {})", round + 1);
-        println!(
-            "{row:<34} {:>12.0} {:>10} {:>10} {:>10}   8 writers: {:.0} changes/s, {:.2}x",
-            rates[0],
-            "-",
-            "-",
-            "-",
-            rates[1],
-            rates[1] / rates[0]
-        );
-        json.push(format!(
-            r#"{{"workload":"{row}","one_per_s":{:.0},"eight_per_s":{:.0},"ratio":{:.2}}}"#,
-            rates[0],
-            rates[1],
-            rates[1] / rates[0]
-        ));
-    }
     // Quiesce under load: 8 writers, each flipping its own record, and `echo quiesce` timed
     // until it returns (the files are then frozen), 10 times.
     let mut quiesce = Vec::new();
