@@ -20,6 +20,7 @@ pub use state::{State, UnknownState};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// What an accepted change did. Repeating a write (the same state, name or description)
 /// is accepted and changes nothing, so scripts may repeat themselves.
@@ -31,10 +32,13 @@ pub enum Outcome {
 
 #[derive(Clone, Debug, Default)]
 pub struct Keystore {
-    groups: HashMap<GroupTag, KeyGroup>,
+    /// Shared with clones until changed, like `records`.
+    groups: HashMap<GroupTag, Arc<KeyGroup>>,
     group_names: HashMap<Name, GroupTag>,
     groups_by_serial: BTreeMap<u64, GroupTag>,
-    records: HashMap<KeyTag, KeyRecord>,
+    /// Shared with clones until changed (`Arc::make_mut`): the service keeps two keystores,
+    /// the readers' and the writer's (`service/writer.rs`), and a record costs memory once.
+    records: HashMap<KeyTag, Arc<KeyRecord>>,
     next_serial: u64,
 }
 
@@ -57,18 +61,18 @@ impl Keystore {
     // ---- queries -------------------------------------------------------------------------
 
     pub fn group(&self, tag: &GroupTag) -> Option<&KeyGroup> {
-        self.groups.get(tag)
+        self.groups.get(tag).map(|g| &**g)
     }
 
     pub fn group_by_name(&self, name: &str) -> Option<&KeyGroup> {
-        self.group_names.get(name).and_then(|t| self.groups.get(t))
+        self.group_names.get(name).and_then(|t| self.group(t))
     }
 
     /// Groups in creation order, starting after `after_serial` (exclusive).
     pub fn groups_after(&self, after_serial: u64) -> impl Iterator<Item = &KeyGroup> {
         self.groups_by_serial
             .range(after_serial.saturating_add(1)..)
-            .filter_map(|(_, t)| self.groups.get(t))
+            .filter_map(|(_, t)| self.group(t))
     }
 
     pub fn groups(&self) -> impl Iterator<Item = &KeyGroup> {
@@ -76,7 +80,7 @@ impl Keystore {
     }
 
     pub fn record(&self, tag: &KeyTag) -> Option<&KeyRecord> {
-        self.records.get(tag)
+        self.records.get(tag).map(|r| &**r)
     }
 
     pub fn record_in(&self, group: &GroupTag, name: &str) -> Option<&KeyRecord> {
@@ -84,6 +88,7 @@ impl Keystore {
             .get(group)
             .and_then(|g| g.record_by_name(name))
             .and_then(|t| self.records.get(t))
+            .map(|r| &**r)
     }
 
     /// Records of a group in creation order, starting after `after_serial` (exclusive).
@@ -96,7 +101,7 @@ impl Keystore {
             .get(group)
             .into_iter()
             .flat_map(move |g| g.records_after(after_serial))
-            .filter_map(|(_, t)| self.records.get(t))
+            .filter_map(|(_, t)| self.records.get(t).map(|r| &**r))
     }
 
     /// The same keystore with every record's wrapped key replaced by `rewrap(tag, old)`: for a
@@ -107,13 +112,14 @@ impl Keystore {
     ) -> Result<Keystore, E> {
         let mut out = self.clone();
         for (tag, record) in out.records.iter_mut() {
-            record.wrapped_key = rewrap(tag, &record.wrapped_key)?;
+            let wrapped = rewrap(tag, &record.wrapped_key)?;
+            Arc::make_mut(record).wrapped_key = wrapped;
         }
         Ok(out)
     }
 
     pub fn records(&self) -> impl Iterator<Item = &KeyRecord> {
-        self.records.values()
+        self.records.values().map(|r| &**r)
     }
 
     pub fn group_count(&self) -> usize {
@@ -310,7 +316,7 @@ impl Keystore {
                 self.groups_by_serial.insert(serial, tag.clone());
                 self.groups.insert(
                     tag.clone(),
-                    KeyGroup {
+                    Arc::new(KeyGroup {
                         tag,
                         name,
                         cipher,
@@ -320,11 +326,11 @@ impl Keystore {
                         serial,
                         rotation: Default::default(),
                         members: Default::default(),
-                    },
+                    }),
                 );
             }
             Change::RenameGroup { tag, name, at } => {
-                let g = self.groups.get_mut(&tag).expect("checked");
+                let g = Arc::make_mut(self.groups.get_mut(&tag).expect("checked"));
                 self.group_names.remove(&g.name);
                 self.group_names.insert(name.clone(), tag.clone());
                 g.name = name;
@@ -335,17 +341,17 @@ impl Keystore {
                 description,
                 at,
             } => {
-                let g = self.groups.get_mut(&tag).expect("checked");
+                let g = Arc::make_mut(self.groups.get_mut(&tag).expect("checked"));
                 g.description = description;
                 g.modified = at;
             }
             Change::SetGroupCipher { tag, cipher, at } => {
-                let g = self.groups.get_mut(&tag).expect("checked");
+                let g = Arc::make_mut(self.groups.get_mut(&tag).expect("checked"));
                 g.cipher = cipher;
                 g.modified = at;
             }
             Change::SetRotation { tag, rotation, at } => {
-                let g = self.groups.get_mut(&tag).expect("checked");
+                let g = Arc::make_mut(self.groups.get_mut(&tag).expect("checked"));
                 g.rotation = rotation;
                 g.modified = at;
             }
@@ -410,8 +416,8 @@ impl Keystore {
                 });
             }
             Change::RenameRecord { tag, name, at } => {
-                let r = self.records.get_mut(&tag).expect("checked");
-                let g = self.groups.get_mut(&r.group).expect("checked");
+                let r = Arc::make_mut(self.records.get_mut(&tag).expect("checked"));
+                let g = Arc::make_mut(self.groups.get_mut(&r.group).expect("checked"));
                 g.members.by_name.remove(&r.name);
                 g.members.by_name.insert(name.clone(), tag.clone());
                 r.name = name;
@@ -422,7 +428,7 @@ impl Keystore {
                 description,
                 at,
             } => {
-                let r = self.records.get_mut(&tag).expect("checked");
+                let r = Arc::make_mut(self.records.get_mut(&tag).expect("checked"));
                 r.description = description;
                 r.modified = at;
             }
@@ -433,12 +439,12 @@ impl Keystore {
                     // reader ever sees two active records or a group without one mid-switch.
                     self.demote_active(&group, at);
                 }
-                let r = self.records.get_mut(&tag).expect("checked");
+                let r = Arc::make_mut(self.records.get_mut(&tag).expect("checked"));
                 let was_active = r.state == State::Active;
                 r.state = state;
                 r.modified = at;
                 r.state_since = Some(at);
-                let g = self.groups.get_mut(&group).expect("checked");
+                let g = Arc::make_mut(self.groups.get_mut(&group).expect("checked"));
                 if state == State::Active {
                     g.members.active = Some(tag);
                     g.modified = at;
@@ -449,7 +455,7 @@ impl Keystore {
             }
             Change::DeleteRecord { tag } => {
                 let r = self.records.remove(&tag).expect("checked");
-                if let Some(g) = self.groups.get_mut(&r.group) {
+                if let Some(g) = self.groups.get_mut(&r.group).map(Arc::make_mut) {
                     g.members.by_name.remove(&r.name);
                     g.members.by_serial.remove(&r.serial);
                 }
@@ -484,7 +490,7 @@ impl Keystore {
     /// also the group's modification time.
     fn insert_record(&mut self, mut record: KeyRecord) {
         record.serial = self.take_serial();
-        let g = self.groups.get_mut(&record.group).expect("checked");
+        let g = Arc::make_mut(self.groups.get_mut(&record.group).expect("checked"));
         g.members
             .by_name
             .insert(record.name.clone(), record.tag.clone());
@@ -495,15 +501,15 @@ impl Keystore {
             g.members.active = Some(record.tag.clone());
         }
         g.modified = record.modified;
-        self.records.insert(record.tag.clone(), record);
+        self.records.insert(record.tag.clone(), Arc::new(record));
     }
 
     fn demote_active(&mut self, group: &GroupTag, at: Timestamp) {
-        let Some(g) = self.groups.get_mut(group) else {
+        let Some(g) = self.groups.get_mut(group).map(Arc::make_mut) else {
             return;
         };
         if let Some(current) = g.members.active.take() {
-            if let Some(r) = self.records.get_mut(&current) {
+            if let Some(r) = self.records.get_mut(&current).map(Arc::make_mut) {
                 r.state = State::Inactive;
                 r.modified = at;
                 r.state_since = Some(at);
@@ -518,23 +524,21 @@ impl Keystore {
     }
 
     fn group_or_err(&self, tag: &GroupTag) -> Result<&KeyGroup, KeystoreError> {
-        self.groups
-            .get(tag)
+        self.group(tag)
             .ok_or_else(|| KeystoreError::NoSuchGroup(tag.to_string()))
     }
 
     fn record_or_err(&self, tag: &KeyTag) -> Result<&KeyRecord, KeystoreError> {
-        self.records
-            .get(tag)
+        self.record(tag)
             .ok_or_else(|| KeystoreError::NoSuchRecord(tag.to_string()))
     }
 
     // ---- snapshots and invariants ----------------------------------------------------------
 
     pub fn to_snapshot(&self) -> Snapshot {
-        let mut groups: Vec<KeyGroup> = self.groups.values().cloned().collect();
+        let mut groups: Vec<KeyGroup> = self.groups.values().map(|g| (**g).clone()).collect();
         groups.sort_by_key(|g| g.serial);
-        let mut records: Vec<KeyRecord> = self.records.values().cloned().collect();
+        let mut records: Vec<KeyRecord> = self.records.values().map(|r| (**r).clone()).collect();
         records.sort_by_key(|r| r.serial);
         Snapshot {
             next_serial: self.next_serial,
@@ -553,7 +557,7 @@ impl Keystore {
             g.members = Default::default();
             ks.group_names.insert(g.name.clone(), g.tag.clone());
             ks.groups_by_serial.insert(g.serial, g.tag.clone());
-            if ks.groups.insert(g.tag.clone(), g).is_some() {
+            if ks.groups.insert(g.tag.clone(), Arc::new(g)).is_some() {
                 return Err("two groups share a tag".into());
             }
         }
@@ -561,6 +565,7 @@ impl Keystore {
             let g = ks
                 .groups
                 .get_mut(&r.group)
+                .map(Arc::make_mut)
                 .ok_or_else(|| format!("record {} belongs to no group", r.tag))?;
             g.members.by_name.insert(r.name.clone(), r.tag.clone());
             g.members.by_serial.insert(r.serial, r.tag.clone());
@@ -570,7 +575,7 @@ impl Keystore {
                 }
                 g.members.active = Some(r.tag.clone());
             }
-            if ks.records.insert(r.tag.clone(), r).is_some() {
+            if ks.records.insert(r.tag.clone(), Arc::new(r)).is_some() {
                 return Err("two records share a tag".into());
             }
         }
