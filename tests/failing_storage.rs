@@ -1148,3 +1148,79 @@ fn a_child_spawned_while_a_description_is_open_does_not_hang_the_daemon() {
     assert_eq!(d.read("pool/k1/description"), "written before the spawn\n");
     d.stop();
 }
+
+// ---- 4: EIO while changes share an fdatasync (group commit) -----------------------------------
+
+/// Eight writers change their own records while KMS_DATA's fdatasync fails for a while: every
+/// change written while it fails is refused with EIO (however many shared the failed sync),
+/// none of them shows, and every change acknowledged before, during or after is there, through
+/// the mount and after a kill -9 and a restart.
+#[test]
+fn a_failed_shared_fdatasync_refuses_every_change_it_covered() {
+    let s = Scratch::new();
+    let data = s.path("data");
+    let mnt = s.path("mnt");
+    let d = Daemon::start_init(&data, &mnt);
+    let data = data.canonicalize().unwrap();
+    d.sh_ok("mkdir pool && for i in 0 1 2 3 4 5 6 7; do mkdir pool/r$i; done");
+    let pid = daemon_pid(&data);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (acked, refused) = std::thread::scope(|sc| {
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let (d, stop) = (&d, &stop);
+                sc.spawn(move || {
+                    let path = d.p(&format!("pool/r{i}/description"));
+                    let (mut last_ok, mut refused) = (None, 0u32);
+                    for n in 0.. {
+                        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let text = format!("writer {i} change {n}");
+                        match describe_closed(&path, &text) {
+                            Ok(()) => last_ok = Some(text),
+                            Err(e) => {
+                                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+                                refused += 1;
+                                // A refused change never shows, even for a moment.
+                                let shown = fs::read_to_string(&path).unwrap();
+                                assert_ne!(shown, text, "a refused change shows");
+                                assert_eq!(Some(&shown), last_ok.as_ref().or(Some(&String::new())));
+                            }
+                        }
+                    }
+                    (last_ok, refused)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let strace = Inject::attach(&s, &pid, &data.join("KMS_DATA"), "fdatasync", "EIO", None);
+        std::thread::sleep(Duration::from_millis(500));
+        let failed = strace.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+        eprintln!(
+            "  {} fdatasync(s) failed by injection; {} change(s) refused",
+            failed.len(),
+            results.iter().map(|r| r.1).sum::<u32>()
+        );
+        assert!(!failed.is_empty(), "no fdatasync was failed");
+        let acked: Vec<Option<String>> = results.iter().map(|r| r.0.clone()).collect();
+        (acked, results.iter().map(|r| r.1).sum::<u32>())
+    });
+    assert!(refused > 0, "no change was refused while fdatasync failed");
+    let check = |d: &Daemon, when: &str| {
+        for (i, last) in acked.iter().enumerate() {
+            let shown = d.read(&format!("pool/r{i}/description"));
+            assert_eq!(Some(&shown), last.as_ref(), "r{i} {when}");
+        }
+    };
+    check(&d, "through the mount");
+    d.kill();
+    let d = Daemon::start(&data, &mnt);
+    check(&d, "after kill -9 and a restart");
+    let o = verify_live(&data);
+    assert!(o.status.success(), "{}", describe("verify", &o));
+    d.stop();
+}
