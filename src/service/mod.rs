@@ -12,7 +12,7 @@ mod rotation;
 mod status;
 mod two_person;
 
-pub use audit::{acting_as, Acting};
+pub use audit::{acting_as, acting_as_client, Acting, ActingClient};
 pub use create::{KeySource, NewRecord};
 pub use error::KmsError;
 pub use master_keys::MasterKeyStatus;
