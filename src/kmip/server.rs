@@ -259,6 +259,9 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
     while at < buf.len() {
         match r.read(&mut buf[at..]) {
             Ok(0) if at == 0 => return Ok(false),
+            // Most clients close the TCP connection without a TLS close_notify (PyKMIP
+            // does): between messages that is an ordinary end.
+            Err(e) if at == 0 && e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => at += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
