@@ -201,3 +201,39 @@ pub fn check_usage_mask(mask: i32) -> Result<(), Failure> {
 pub fn int_value(v: i32) -> Ttlv {
     int_item(tags::ATTRIBUTE_VALUE, v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The state table of docs/kmip.md is the mapping the code uses, row for row.
+    #[test]
+    fn docs_state_table_is_the_mapping() {
+        let doc = include_str!("../../docs/kmip.md");
+        let section = doc
+            .split("\n## States\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/kmip.md has a States section");
+        let kmip_number = |name: &str| match name {
+            "Pre-Active" => Some(kstate::PRE_ACTIVE),
+            "Active" => Some(kstate::ACTIVE),
+            "Deactivated" => Some(kstate::DEACTIVATED),
+            "Compromised" => Some(kstate::COMPROMISED),
+            "Destroyed" => Some(kstate::DESTROYED),
+            _ => None,
+        };
+        let mut seen = Vec::new();
+        for line in section.lines().filter(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (Some(number), Ok(state)) = (kmip_number(cells[1]), cells[2].parse::<State>())
+            else {
+                continue;
+            };
+            assert_eq!(kmip_state(state), number, "docs/kmip.md: {line}");
+            seen.push(state);
+        }
+        seen.sort();
+        assert_eq!(seen, State::ALL.to_vec(), "every state has its row");
+    }
+}
