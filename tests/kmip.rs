@@ -279,3 +279,156 @@ fn while_quiesced_kmip_changes_fail_and_get_works() {
     assert_eq!(state(&d, "kmip/k"), "inactive");
     d.stop();
 }
+
+/// A TLS connection to the KMIP server as client `who`, the handshake done.
+fn connect(pki: &Pki, port: u16, who: &str) -> std::io::Result<TlsStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.file("ca.pem")).unwrap())
+        .unwrap();
+    let certs = vec![CertificateDer::from_pem_file(pki.file(&format!("{who}.pem"))).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(pki.file(&format!("{who}.key"))).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
+
+/// Sends `bytes`, reads one response message.
+fn exchange(tls: &mut TlsStream, bytes: &[u8]) -> kmsfs::kmip::ttlv::Ttlv {
+    use std::io::{Read, Write};
+    tls.write_all(bytes).unwrap();
+    tls.flush().unwrap();
+    let mut header = [0u8; 8];
+    tls.read_exact(&mut header).unwrap();
+    let len = kmsfs::kmip::ttlv::message_len(&header).unwrap();
+    let mut msg = header.to_vec();
+    msg.resize(len, 0);
+    tls.read_exact(&mut msg[8..]).unwrap();
+    kmsfs::kmip::ttlv::decode(&msg).unwrap()
+}
+
+/// The Result Reason of the response's first batch item (None: success).
+fn reason(response: &kmsfs::kmip::ttlv::Ttlv) -> Option<u32> {
+    use kmsfs::kmip::{tags, ttlv::Value};
+    let item = response.child(tags::BATCH_ITEM).expect("a batch item");
+    match item.child(tags::RESULT_REASON).map(|r| &r.value) {
+        Some(Value::Enumeration(r)) => Some(*r),
+        _ => None,
+    }
+}
+
+fn closed(tls: &mut TlsStream) -> bool {
+    use std::io::Read;
+    let mut b = [0u8; 1];
+    matches!(tls.read(&mut b), Ok(0) | Err(_))
+}
+
+fn discover_versions() -> Vec<u8> {
+    use kmsfs::kmip::message::Version;
+    use kmsfs::kmip::tags;
+    use kmsfs::kmip::ttlv::{Ttlv, Value};
+    let header = Ttlv::structure(
+        tags::REQUEST_HEADER,
+        vec![
+            Version { major: 1, minor: 4 }.to_ttlv(),
+            Ttlv::new(tags::BATCH_COUNT, Value::Integer(1)),
+        ],
+    );
+    let item = Ttlv::structure(
+        tags::BATCH_ITEM,
+        vec![
+            Ttlv::new(
+                tags::OPERATION,
+                Value::Enumeration(tags::op::DISCOVER_VERSIONS),
+            ),
+            Ttlv::structure(tags::REQUEST_PAYLOAD, vec![]),
+        ],
+    );
+    Ttlv::structure(tags::REQUEST_MESSAGE, vec![header, item]).encode()
+}
+
+#[test]
+fn hostile_messages_get_invalid_message_or_a_closed_connection_and_the_server_goes_on() {
+    use kmsfs::kmip::tags::reason::INVALID_MESSAGE;
+    let s = Scratch::new();
+    let pki = Pki::new(&s.path("pki"));
+    let port = free_port();
+    let d = serve(&s, &pki, port, &[]);
+    // A header announcing 1 GiB: refused from the header alone, then closed.
+    let mut tls = connect(&pki, port, "client").unwrap();
+    let r = exchange(&mut tls, &[0x42, 0x00, 0x78, 0x01, 0x40, 0, 0, 0]);
+    assert_eq!(reason(&r), Some(INVALID_MESSAGE));
+    assert!(closed(&mut tls));
+    // A structure of the right length holding garbage.
+    let mut tls = connect(&pki, port, "client").unwrap();
+    let mut garbage = vec![0x42, 0x00, 0x78, 0x01, 0, 0, 0, 16];
+    garbage.extend_from_slice(&[0xff; 16]);
+    assert_eq!(reason(&exchange(&mut tls, &garbage)), Some(INVALID_MESSAGE));
+    assert!(closed(&mut tls));
+    // Not a structure at all.
+    let mut tls = connect(&pki, port, "client").unwrap();
+    let r = exchange(&mut tls, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(reason(&r), Some(INVALID_MESSAGE));
+    // The server still answers, on a connection that stays open for the next request.
+    let mut tls = connect(&pki, port, "client").unwrap();
+    assert_eq!(reason(&exchange(&mut tls, &discover_versions())), None);
+    assert_eq!(reason(&exchange(&mut tls, &discover_versions())), None);
+    let names: Vec<String> = fs::read_dir(&d.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with('.')), "{names:?}");
+    d.stop();
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_and_the_server_recovers() {
+    use kmsfs::kmip::server::MAX_CONNECTIONS;
+    let s = Scratch::new();
+    let pki = Pki::new(&s.path("pki"));
+    let port = free_port();
+    let d = serve(&s, &pki, port, &[]);
+    let mut open: Vec<TlsStream> = (0..MAX_CONNECTIONS)
+        .map(|_| connect(&pki, port, "client").unwrap())
+        .collect();
+    // One more: accepted and closed at once, so its handshake fails.
+    assert!(connect(&pki, port, "client").is_err());
+    assert!(
+        d.log_text().contains("connections open; refused"),
+        "{}",
+        d.log_text()
+    );
+    // Those open are served; once one closes, a new one is too.
+    assert_eq!(reason(&exchange(&mut open[0], &discover_versions())), None);
+    drop(open.pop());
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut again = loop {
+        match connect(&pki, port, "client") {
+            Ok(c) => break c,
+            Err(_) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(e) => panic!("no connection after one closed: {e}"),
+        }
+    };
+    assert_eq!(reason(&exchange(&mut again, &discover_versions())), None);
+    drop(open);
+    d.stop();
+}
