@@ -252,3 +252,33 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A TLS connection to the KMIP server as client `who`, the handshake done.
+pub fn connect(pki: &Pki, port: u16, who: &str) -> std::io::Result<TlsStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.file("ca.pem")).unwrap())
+        .unwrap();
+    let certs = vec![CertificateDer::from_pem_file(pki.file(&format!("{who}.pem"))).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(pki.file(&format!("{who}.key"))).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
