@@ -38,7 +38,7 @@ pub struct Client {
 /// nothing; the caller closes the connection after it (`Answer::close`).
 pub fn answer(kms: &Kms, policy: &Policy, client: &Client, bytes: &[u8]) -> Answer {
     let _acting = crate::service::acting_as_client(&client.subject);
-    let msg = match ttlv::decode(bytes) {
+    let mut msg = match ttlv::decode(bytes) {
         Ok(m) => m,
         Err(e) => {
             log::warn!("KMIP client {:?}: undecodable request: {e}", client.subject);
@@ -48,13 +48,14 @@ pub fn answer(kms: &Kms, policy: &Policy, client: &Client, bytes: &[u8]) -> Answ
             );
         }
     };
-    let request = match message::parse_request(&msg) {
+    let mut request = match message::parse_request(&msg) {
         Ok(r) => r,
         Err(f) => {
             log::warn!("KMIP client {:?}: invalid request: {f}", client.subject);
             let v = message::version_of(&msg)
                 .filter(|v| v.served())
                 .unwrap_or(Version::FALLBACK);
+            wipe(&mut msg);
             return Answer::refusal(v, f);
         }
     };
@@ -80,6 +81,9 @@ pub fn answer(kms: &Kms, policy: &Policy, client: &Client, bytes: &[u8]) -> Answ
             break;
         }
     }
+    // A Register's request holds a key: wiped, as the response of a Get is.
+    wipe(&mut msg);
+    request.items.iter_mut().for_each(|i| wipe(&mut i.payload));
     Answer {
         bytes: encode_wiping(message::response(request.version, replies)),
         close: false,

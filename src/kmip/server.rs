@@ -240,7 +240,9 @@ fn serve(
                 if !read_full(&mut tls, &mut msg[HEADER_LEN..])? {
                     return Ok(());
                 }
-                super::answer(kms, policy, &client, &msg)
+                let answer = super::answer(kms, policy, &client, &msg);
+                zeroize::Zeroize::zeroize(&mut msg);
+                answer
             }
         };
         tls.write_all(&answer.bytes)?;
