@@ -101,9 +101,6 @@ pub fn parse_request(msg: &Ttlv) -> Result<Request, Failure> {
             ),
         ));
     }
-    if header.child(tags::REQUEST_HEADER).is_some() {
-        return Err(invalid("nested Request Header"));
-    }
     let option = fields::enumeration(header, tags::BATCH_ERROR_CONTINUATION_OPTION)?;
     if option == Some(tags::BATCH_UNDO) {
         return Err(Failure::unsupported(
