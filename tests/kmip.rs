@@ -172,6 +172,10 @@ fn pykmip_runs_the_whole_lifecycle_and_the_mount_shows_each_change() {
         by_client >= 15,
         "{by_client} lines name the client:\n{audit}"
     );
+    // Never a key: the registered key's bytes (0..32), in hex, are in neither log.
+    let registered_hex = hex::encode((0u8..32).collect::<Vec<_>>());
+    assert!(!audit.contains(&registered_hex));
+    assert!(!d.log_text().contains(&registered_hex), "{}", d.log_text());
     d.stop();
 }
 
