@@ -2,7 +2,7 @@
 //! ones a kmsfs record has, rendered from it, and the ones a client may send, parsed.
 
 use super::error::Failure;
-use super::fields::{enum_item, int_item, text_item};
+use super::fields::{enum_item, text_item};
 use super::tags::{self, state as kstate};
 use super::ttlv::{Ttlv, Value};
 use crate::keystore::{KeyGroup, KeyRecord, State};
@@ -195,11 +195,6 @@ pub fn check_usage_mask(mask: i32) -> Result<(), Failure> {
         )));
     }
     Ok(())
-}
-
-/// An integer attribute's value item, for replies that echo an attribute.
-pub fn int_value(v: i32) -> Ttlv {
-    int_item(tags::ATTRIBUTE_VALUE, v)
 }
 
 #[cfg(test)]

@@ -64,13 +64,21 @@ pub fn get_attribute_list(ctx: &mut Context<'_>, payload: &Ttlv) -> Result<Vec<T
     Ok(out)
 }
 
+/// What a client may change: a record's name and its description.
+enum Changeable {
+    Name(String),
+    Description(String),
+}
+
 /// The one attribute of an Add or Modify Attribute, of a kind a client may change.
-fn changeable(payload: &Ttlv) -> Result<Attr, Failure> {
+fn changeable(payload: &Ttlv) -> Result<Changeable, Failure> {
     let a = fields::structure(payload, tags::ATTRIBUTE)?
         .ok_or_else(|| Failure::missing("Attribute"))?;
+    let name = fields::text(a, tags::ATTRIBUTE_NAME)?.unwrap_or_default();
     match attrs::parse(a)? {
-        a @ (Attr::Name(_) | Attr::Description(_)) => Ok(a),
-        other => Err(read_only(&format!("{other:?}"))),
+        Attr::Name(n) => Ok(Changeable::Name(n)),
+        Attr::Description(d) => Ok(Changeable::Description(d)),
+        _ => Err(read_only(&format!("attribute {name:?}"))),
     }
 }
 
@@ -90,14 +98,13 @@ fn current_description(ctx: &Context<'_>, tag: &KeyTag) -> String {
 }
 
 /// The attribute as a reply echoes it.
-fn echo(a: &Attr) -> Ttlv {
+fn echo(a: &Changeable) -> Ttlv {
     match a {
-        Attr::Name(n) => attrs::attribute(attrs::NAME, attrs::name_value(n)),
-        Attr::Description(d) => attrs::attribute(
+        Changeable::Name(n) => attrs::attribute(attrs::NAME, attrs::name_value(n)),
+        Changeable::Description(d) => attrs::attribute(
             attrs::X_DESCRIPTION,
             Ttlv::new(tags::ATTRIBUTE_VALUE, Value::TextString(d.clone())),
         ),
-        _ => attrs::attribute("?", attrs::int_value(0)),
     }
 }
 
@@ -110,13 +117,13 @@ pub fn add(ctx: &mut Context<'_>, payload: &Ttlv) -> Result<Vec<Ttlv>, Failure> 
     let a = changeable(payload)?;
     ctx.require("kmip add attribute", Right::Change, &group)?;
     match &a {
-        Attr::Name(_) => {
+        Changeable::Name(_) => {
             return Err(Failure::new(
                 reason::ILLEGAL_OPERATION,
                 "a kmsfs key has exactly one Name: Modify Attribute renames it",
             ))
         }
-        Attr::Description(d) => {
+        Changeable::Description(d) => {
             if !current_description(ctx, &tag).is_empty() {
                 return Err(Failure::new(
                     reason::ILLEGAL_OPERATION,
@@ -125,7 +132,6 @@ pub fn add(ctx: &mut Context<'_>, payload: &Ttlv) -> Result<Vec<Ttlv>, Failure> 
             }
             ctx.kms.describe_record(&tag, d)?;
         }
-        _ => {}
     }
     Ok(vec![uid_item(&tag), echo(&a)])
 }
@@ -135,9 +141,8 @@ pub fn modify(ctx: &mut Context<'_>, payload: &Ttlv) -> Result<Vec<Ttlv>, Failur
     let a = changeable(payload)?;
     ctx.require("kmip modify attribute", Right::Change, &group)?;
     match &a {
-        Attr::Name(n) => ctx.kms.rename_record(&tag, &group_tag, name_of(n)?)?,
-        Attr::Description(d) => ctx.kms.describe_record(&tag, d)?,
-        _ => {}
+        Changeable::Name(n) => ctx.kms.rename_record(&tag, &group_tag, name_of(n)?)?,
+        Changeable::Description(d) => ctx.kms.describe_record(&tag, d)?,
     }
     Ok(vec![uid_item(&tag), echo(&a)])
 }
@@ -173,5 +178,5 @@ pub fn delete(ctx: &mut Context<'_>, payload: &Ttlv) -> Result<Vec<Ttlv>, Failur
         ));
     }
     ctx.kms.describe_record(&tag, "")?;
-    Ok(vec![uid_item(&tag), echo(&Attr::Description(old))])
+    Ok(vec![uid_item(&tag), echo(&Changeable::Description(old))])
 }

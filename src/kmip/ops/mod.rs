@@ -156,4 +156,6 @@ fn uid_item(tag: &KeyTag) -> Ttlv {
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;

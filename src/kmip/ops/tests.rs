@@ -11,13 +11,13 @@ use crate::kmip::ttlv::{self, Ttlv, Value};
 use crate::kmip::{answer, attributes as attrs, Client};
 use crate::service::Kms;
 
-struct Fixture {
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
-    kms: Arc<Kms>,
-    policy: Policy,
+    pub(super) kms: Arc<Kms>,
+    pub(super) policy: Policy,
 }
 
-fn fixture(policy: Option<&str>) -> Fixture {
+pub(super) fn fixture(policy: Option<&str>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     crate::store::init(&data, Default::default()).unwrap();
@@ -30,14 +30,14 @@ fn fixture(policy: Option<&str>) -> Fixture {
     }
 }
 
-fn client(cn: &str) -> Client {
+pub(super) fn client(cn: &str) -> Client {
     Client {
         subject: format!("CN={cn}"),
         cn: Some(cn.into()),
     }
 }
 
-fn message(minor: i32, items: Vec<(u32, Vec<Ttlv>)>) -> Vec<u8> {
+pub(super) fn message(minor: i32, items: Vec<(u32, Vec<Ttlv>)>) -> Vec<u8> {
     let version = crate::kmip::message::Version { major: 1, minor };
     let mut body = vec![Ttlv::structure(
         tags::REQUEST_HEADER,
@@ -58,12 +58,16 @@ fn message(minor: i32, items: Vec<(u32, Vec<Ttlv>)>) -> Vec<u8> {
     Ttlv::structure(tags::REQUEST_MESSAGE, body).encode()
 }
 
-type Outcome = Result<Ttlv, (u32, String)>;
+pub(super) type Outcome = Result<Ttlv, (u32, String)>;
 
 /// The outcome of every batch item of the response to `bytes`.
-fn send(f: &Fixture, who: &Client, bytes: &[u8]) -> Vec<Outcome> {
-    let a = answer(&f.kms, &f.policy, who, bytes);
-    let msg = ttlv::decode(&a.bytes).unwrap();
+pub(super) fn send(f: &Fixture, who: &Client, bytes: &[u8]) -> Vec<Outcome> {
+    outcomes(&answer(&f.kms, &f.policy, who, bytes).bytes)
+}
+
+/// The outcome of every batch item of an encoded response.
+pub(super) fn outcomes(response: &[u8]) -> Vec<Outcome> {
+    let msg = ttlv::decode(response).unwrap();
     assert_eq!(msg.tag, tags::RESPONSE_MESSAGE);
     msg.children(tags::BATCH_ITEM)
         .map(|item| {
@@ -89,19 +93,19 @@ fn call_as(f: &Fixture, who: &str, operation: u32, payload: Vec<Ttlv>) -> Outcom
         .unwrap()
 }
 
-fn call(f: &Fixture, operation: u32, payload: Vec<Ttlv>) -> Outcome {
+pub(super) fn call(f: &Fixture, operation: u32, payload: Vec<Ttlv>) -> Outcome {
     call_as(f, "admin", operation, payload)
 }
 
-fn attribute(name: &str, value: Value) -> Ttlv {
+pub(super) fn attribute(name: &str, value: Value) -> Ttlv {
     attrs::attribute(name, Ttlv::new(tags::ATTRIBUTE_VALUE, value))
 }
 
-fn name_attr(n: &str) -> Ttlv {
+pub(super) fn name_attr(n: &str) -> Ttlv {
     attrs::attribute(attrs::NAME, attrs::name_value(n))
 }
 
-fn create_payload(bits: i32, name: Option<&str>, group: Option<&str>) -> Vec<Ttlv> {
+pub(super) fn create_payload(bits: i32, name: Option<&str>, group: Option<&str>) -> Vec<Ttlv> {
     let mut a = vec![
         attribute(attrs::ALGORITHM, Value::Enumeration(tags::ALGORITHM_AES)),
         attribute(attrs::LENGTH, Value::Integer(bits)),
@@ -115,23 +119,23 @@ fn create_payload(bits: i32, name: Option<&str>, group: Option<&str>) -> Vec<Ttl
     ]
 }
 
-fn uid_of(payload: &Ttlv) -> KeyTag {
+pub(super) fn uid_of(payload: &Ttlv) -> KeyTag {
     let Value::TextString(u) = &payload.child(tags::UNIQUE_IDENTIFIER).unwrap().value else {
         panic!()
     };
     KeyTag::parse(u).unwrap()
 }
 
-fn uid(tag: &KeyTag) -> Vec<Ttlv> {
+pub(super) fn uid(tag: &KeyTag) -> Vec<Ttlv> {
     vec![text_item(tags::UNIQUE_IDENTIFIER, tag.as_str())]
 }
 
-fn state_of(f: &Fixture, tag: &KeyTag) -> Option<State> {
+pub(super) fn state_of(f: &Fixture, tag: &KeyTag) -> Option<State> {
     f.kms.read().record(tag).map(|r| r.state)
 }
 
 /// Everything a change could touch, to show that a refused request touched nothing.
-fn fingerprint(f: &Fixture) -> Vec<String> {
+pub(super) fn fingerprint(f: &Fixture) -> Vec<String> {
     let ks = f.kms.read();
     let mut out: Vec<String> = ks
         .groups()
@@ -151,7 +155,7 @@ fn fingerprint(f: &Fixture) -> Vec<String> {
     out
 }
 
-fn revoke_payload(tag: &KeyTag, code: u32) -> Vec<Ttlv> {
+pub(super) fn revoke_payload(tag: &KeyTag, code: u32) -> Vec<Ttlv> {
     let mut p = uid(tag);
     p.push(Ttlv::structure(
         tags::REVOCATION_REASON,
