@@ -308,10 +308,16 @@ fn reason(response: &kmsfs::kmip::ttlv::Ttlv) -> Option<u32> {
     }
 }
 
+/// Whether the server closed the connection: end of stream or a reset, not our own read
+/// timeout (which means the server kept it open).
 fn closed(tls: &mut TlsStream) -> bool {
-    use std::io::Read;
+    use std::io::{ErrorKind, Read};
     let mut b = [0u8; 1];
-    matches!(tls.read(&mut b), Ok(0) | Err(_))
+    match tls.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
 }
 
 fn discover_versions() -> Vec<u8> {
@@ -404,5 +410,32 @@ fn connections_beyond_the_limit_are_closed_and_the_server_recovers() {
     };
     assert_eq!(reason(&exchange(&mut again, &discover_versions())), None);
     drop(open);
+    d.stop();
+}
+
+#[test]
+fn a_silent_or_stalled_client_is_cut_off_after_the_timeout() {
+    use kmsfs::kmip::server::IO_TIMEOUT;
+    use std::io::Write;
+    let s = Scratch::new();
+    let pki = Pki::new(&s.path("pki"));
+    let port = free_port();
+    let d = serve(&s, &pki, port, &[]);
+    let mut silent = connect(&pki, port, "client").unwrap();
+    let mut stalled = connect(&pki, port, "client").unwrap();
+    // Half a message header, then nothing.
+    stalled.write_all(&[0x42, 0x00, 0x78, 0x01]).unwrap();
+    stalled.flush().unwrap();
+    std::thread::sleep(IO_TIMEOUT + std::time::Duration::from_secs(2));
+    assert!(
+        closed(&mut silent),
+        "an idle connection outlived the timeout"
+    );
+    assert!(
+        closed(&mut stalled),
+        "a stalled request outlived the timeout"
+    );
+    let mut fresh = connect(&pki, port, "client").unwrap();
+    assert_eq!(reason(&exchange(&mut fresh, &discover_versions())), None);
     d.stop();
 }
