@@ -105,3 +105,14 @@ pub fn seal_container_with(
 ) -> Result<Vec<u8>, TransferError> {
     crate::transfer::container::seal_with(header, pass, &ExportBody { groups: Vec::new() })
 }
+
+/// A KMIP message, TTLV-decoded (`kmip::ttlv::decode`), and its encoder.
+pub use crate::kmip::ttlv::{decode as kmip_decode, Ttlv, TtlvError, Value as TtlvValue};
+
+/// A decoded KMIP message read as a request (`kmip::message::parse_request`): Ok holds
+/// the number of batch items.
+pub fn kmip_request(msg: &Ttlv) -> Result<usize, String> {
+    crate::kmip::message::parse_request(msg)
+        .map(|r| r.items.len())
+        .map_err(|f| f.to_string())
+}

@@ -4,6 +4,7 @@
 //! - `crypto`, `store`: the key hierarchy and the three files of a data directory.
 //! - `service`: the one path every change takes (checked, durable, applied).
 //! - `fs`: the mount; `transfer`: export and import; `cli`: the subcommands.
+//! - `kmip`: the keystore over KMIP 1.0-1.4 for backup products (`docs/kmip.md`).
 //! - `audit`: the tamper-evident audit log and its verification (`docs/audit.md`).
 //! - `sealing`: a master key sealed to a TPM or wrapped by a PKCS#11 token's key.
 
@@ -29,6 +30,8 @@ pub mod fs;
 pub mod fuzzing;
 pub mod harden;
 pub mod keystore;
+// KMIP, the industry protocol, served from the same keystore (`kmsfs mount --kmip-listen`).
+pub mod kmip;
 pub mod sealing;
 pub mod service;
 pub mod store;

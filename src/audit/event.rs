@@ -45,6 +45,8 @@ pub struct Caller {
     pub process: Option<String>,
     /// The target of `/proc/PID/exe`.
     pub exe: Option<String>,
+    /// A network client (KMIP): its certificate's subject. The ids are then the daemon's.
+    pub client: Option<String>,
 }
 
 impl Caller {
@@ -70,6 +72,15 @@ impl Caller {
             pid,
             process,
             exe,
+            client: None,
+        }
+    }
+
+    /// A KMIP client, named by its certificate's subject, served by the daemon.
+    pub fn client(subject: &str) -> Caller {
+        Caller {
+            client: Some(subject.to_string()),
+            ..Caller::daemon()
         }
     }
 

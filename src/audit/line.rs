@@ -40,6 +40,9 @@ pub(super) struct Line<S> {
     pub pid: u32,
     pub process: Option<S>,
     pub exe: Option<S>,
+    /// Only in lines of network clients (KMIP), so that every other line is as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<S>,
     pub operation: S,
     pub group: Option<S>,
     pub record: Option<S>,
@@ -102,6 +105,7 @@ pub(super) fn build(
     }
     let process = field(c.process.as_deref());
     let exe = c.exe.as_deref().map(|s| cap(s, MAX_EXE));
+    let client = field(c.client.as_deref());
     let operation = cap(event.operation, MAX_FIELD);
     let (group, record) = (field(event.group), field(event.record));
     let (key_tag, new_name) = (field(event.key_tag), field(event.new_name));
@@ -115,6 +119,7 @@ pub(super) fn build(
         pid: c.pid,
         process: process.as_deref(),
         exe: exe.as_deref(),
+        client: client.as_deref(),
         operation: &operation,
         group: group.as_deref(),
         record: record.as_deref(),

@@ -23,6 +23,7 @@ fn caller() -> Caller {
         pid: 4242,
         process: Some("cat".into()),
         exe: Some("/usr/bin/cat".into()),
+        client: None,
     }
 }
 

@@ -8,6 +8,7 @@ mod generate;
 mod import;
 mod info;
 mod init;
+mod kmip;
 mod logging;
 mod mount;
 mod mountpoint;

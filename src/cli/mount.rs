@@ -60,6 +60,8 @@ pub struct MountArgs {
     pub log_file: Option<PathBuf>,
     #[command(flatten)]
     pub unlock: super::UnlockArgs,
+    #[command(flatten)]
+    pub kmip: Box<super::kmip::KmipArgs>,
 }
 
 /// The most threads `--threads` may ask for.
@@ -97,6 +99,9 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
             fs::KeyPolicy::load(p).map_err(CliError)?,
         )),
     };
+    // Certificates, policy and address are checked (and the port bound) before anything is
+    // created.
+    let kmip = args.kmip.prepare()?;
     mountpoint::check_data_dir(&args.data_dir, args.init)?;
     mountpoint::check_apart(&args.data_dir, &args.mountpoint)?;
     mountpoint::check_mount_point(&args.mountpoint)?;
@@ -140,6 +145,10 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
             .then(|| std::time::Duration::from_secs(args.two_person_window)),
         request_counts: None,
     };
+    // Before the mount reports ready: a unit ordered after kmsfs finds KMIP served too.
+    if let Some(kmip) = kmip {
+        kmip.start(kms.clone())?;
+    }
     // Under systemd (Type=notify): READY=1 once the mount answers.
     super::notify::ready_when_served(&args.data_dir, &args.mountpoint);
     fs::mount(kms, &args.mountpoint, &opts)

@@ -34,6 +34,28 @@ impl Drop for Acting {
     }
 }
 
+thread_local! {
+    /// The certificate subject of the KMIP client this thread is answering, if any.
+    static CLIENT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Says that a network client (KMIP), named by its certificate's subject, is asking until
+/// dropped. Its lines carry the subject (`client`) and the daemon's own ids; it has no uid, so
+/// the two-person rule never counts it as an administrator.
+#[must_use]
+#[derive(Debug)]
+pub struct ActingClient(Option<String>);
+
+pub fn acting_as_client(subject: &str) -> ActingClient {
+    ActingClient(CLIENT.with(|c| c.replace(Some(subject.to_string()))))
+}
+
+impl Drop for ActingClient {
+    fn drop(&mut self) {
+        CLIENT.with(|c| *c.borrow_mut() = self.0.take());
+    }
+}
+
 /// The uid the front end says is asking, if any.
 pub(super) fn actor_uid() -> Option<u32> {
     ACTOR.with(|a| a.borrow().map(|(uid, _, _)| uid))
@@ -41,6 +63,9 @@ pub(super) fn actor_uid() -> Option<u32> {
 
 /// The caller, with its process name and executable looked up only when a line is written.
 pub(super) fn actor() -> Caller {
+    if let Some(subject) = CLIENT.with(|c| c.borrow().clone()) {
+        return Caller::client(&subject);
+    }
     match ACTOR.with(|a| *a.borrow()) {
         Some((uid, gid, pid)) => Caller::lookup(uid, gid, pid),
         None => Caller::daemon(),

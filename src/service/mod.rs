@@ -14,7 +14,7 @@ mod status;
 mod two_person;
 mod writer;
 
-pub use audit::{acting_as, Acting};
+pub use audit::{acting_as, acting_as_client, Acting, ActingClient};
 pub use create::{KeySource, NewRecord};
 pub use error::KmsError;
 pub use master_keys::MasterKeyStatus;
