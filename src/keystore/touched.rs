@@ -129,13 +129,7 @@ impl Keystore {
             }
             Change::RenameRecord { tag, .. } => {
                 t.record_and_group(self, tag);
-                if let Some(r) = self.record(tag) {
-                    let group = self.group(&r.group).map_or(0, |g| g.serial);
-                    t.gone.push(Gone::Record {
-                        group,
-                        name: r.name.clone(),
-                    });
-                }
+                self.name_gone(&mut t, tag);
             }
             Change::DescribeRecord { tag, .. } => t.record(self, tag),
             Change::SetState { tag, state, .. } => {
@@ -153,17 +147,22 @@ impl Keystore {
             }
             Change::DeleteRecord { tag } => {
                 t.record_and_group(self, tag);
-                if let Some(r) = self.record(tag) {
-                    let group = self.group(&r.group).map_or(0, |g| g.serial);
-                    t.gone.push(Gone::Record {
-                        group,
-                        name: r.name.clone(),
-                    });
-                    t.gone.push(Gone::Tag(tag.clone()));
-                }
+                self.name_gone(&mut t, tag);
+                t.gone.push(Gone::Tag(tag.clone()));
             }
         }
         t
+    }
+
+    /// The record's current name leaves its group's listing.
+    fn name_gone(&self, t: &mut Touched, tag: &KeyTag) {
+        if let Some(r) = self.record(tag) {
+            let group = self.group(&r.group).map_or(0, |g| g.serial);
+            t.gone.push(Gone::Record {
+                group,
+                name: r.name.clone(),
+            });
+        }
     }
 
     /// Activating a record demotes the group's active one, whose files change too.
