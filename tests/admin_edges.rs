@@ -641,3 +641,48 @@ fn jq_into_create_logs_no_ioctl_warning() {
     assert!(!log.contains("WARN"), "{log}");
     d.stop();
 }
+
+/// `systemctl stop` while a shell sits in the mount: SIGTERM detaches the busy mount, waits
+/// `--stop-grace` for it to be let go, then stops anyway, exit 0, with everything kept.
+#[test]
+fn sigterm_stops_a_busy_mount_after_the_grace() {
+    let (_s, root) = scratch();
+    let (data, mnt) = (root.join("data"), root.join("mnt"));
+    let d = Daemon::start_with(&data, &mnt, &["--init", "--stop-grace", "1"]);
+    d.sh_ok("mkdir pool pool/k1 && echo active > pool/k1/state");
+    // A process whose working directory is in the mount: umount(2) says EBUSY.
+    let mut sitter = Command::new("sleep")
+        .arg("120")
+        .current_dir(mnt.join("pool"))
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    d.stop();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "stopped before the grace: {took:?}"
+    );
+    // The sitter's directory is now on a connection that is gone.
+    let e = fs::read_dir(format!("/proc/{}/cwd", sitter.id())).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    let _ = sitter.kill();
+    let _ = sitter.wait();
+    let d = Daemon::start(&data, &mnt);
+    assert_eq!(d.read("pool/k1/state"), "active\n");
+    d.stop();
+    let out = kmsfs([
+        "mount".as_ref(),
+        "--stop-grace".as_ref(),
+        "0".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        mnt.as_os_str(),
+    ] as [&OsStr; 6]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--stop-grace must be 1 to 3600"),
+        "{}",
+        text(&out.stderr)
+    );
+}

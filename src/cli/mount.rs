@@ -51,6 +51,11 @@ pub struct MountArgs {
     /// Threads serving requests (1 to 64).
     #[arg(long, default_value_t = 4)]
     pub threads: usize,
+    /// At SIGTERM, how long a busy mount (a shell's working directory, an open file) may keep
+    /// the daemon waiting after it is detached, in seconds (1 to 3600); then the daemon stops
+    /// and what is still open there fails with ENOTCONN.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub stop_grace: u64,
     /// The audit log: every key read, change and refusal, one hash-chained, keyed JSON line
     /// each (default DATA_DIR/audit.log; see docs/audit.md).
     #[arg(long, value_name = "FILE")]
@@ -74,6 +79,12 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
         return Err(CliError(format!(
             "--threads must be 1 to {MAX_THREADS} (got {})",
             args.threads
+        )));
+    }
+    if !(1..=3600).contains(&args.stop_grace) {
+        return Err(CliError(format!(
+            "--stop-grace must be 1 to 3600 seconds (got {})",
+            args.stop_grace
         )));
     }
     if args.two_person && !(1..=7 * 86_400).contains(&args.two_person_window) {
@@ -144,6 +155,7 @@ pub fn run_mount(args: &MountArgs) -> Result<(), CliError> {
             .two_person
             .then(|| std::time::Duration::from_secs(args.two_person_window)),
         request_counts: None,
+        stop_grace: std::time::Duration::from_secs(args.stop_grace),
     };
     // Before the mount reports ready: a unit ordered after kmsfs finds KMIP served too.
     if let Some(kmip) = kmip {

@@ -67,6 +67,9 @@ pub struct MountOptions {
     pub two_person: Option<std::time::Duration>,
     /// Counts the kernel's requests by kind (benchmarks, tests).
     pub request_counts: Option<Arc<RequestCounts>>,
+    /// `--stop-grace`: how long a SIGTERM waits for a busy mount's open files to close
+    /// before the daemon stops anyway (`serve.rs`).
+    pub stop_grace: std::time::Duration,
 }
 
 impl Default for MountOptions {
@@ -80,6 +83,7 @@ impl Default for MountOptions {
             admins: None,
             two_person: None,
             request_counts: None,
+            stop_grace: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -166,9 +170,11 @@ pub fn mount(kms: Arc<Kms>, mountpoint: &Path, opts: &MountOptions) -> io::Resul
     );
     let hup = Arc::downgrade(&kms_for_hup);
     drop(kms_for_hup);
-    let result = serve::until_unmounted(session, &mountpoint, move || match hup.upgrade() {
-        Some(kms) => kms.reopen_audit(),
-        None => log::info!("SIGHUP: still serving"),
+    let result = serve::until_unmounted(session, &mountpoint, opts.stop_grace, move || {
+        match hup.upgrade() {
+            Some(kms) => kms.reopen_audit(),
+            None => log::info!("SIGHUP: still serving"),
+        }
     });
     log::info!("unmounted {}", mountpoint.display());
     result
