@@ -26,6 +26,7 @@ pub fn errno_of(e: &FsError) -> i32 {
         FsError::BadHandle | FsError::NotOpenForWriting => libc::EBADF,
         FsError::IncompleteObject { .. } => libc::EINVAL,
         FsError::ObjectTooLarge { .. } => libc::EFBIG,
+        FsError::EarlierCommitFailed { errno, .. } => *errno,
     }
 }
 

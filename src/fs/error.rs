@@ -45,6 +45,12 @@ pub enum FsError {
     IncompleteObject { file: &'static str },
     #[error("{file} takes one JSON object of at most {max} bytes")]
     ObjectTooLarge { file: &'static str, max: usize },
+    /// Another holder of the same open file (a child that inherited it) flushed first, and
+    /// that commit failed: reported to the others at their next flush or close.
+    #[error(
+        "the edit was committed by another process holding this open file, and refused: {reason}"
+    )]
+    EarlierCommitFailed { errno: i32, reason: String },
 }
 
 impl FsError {

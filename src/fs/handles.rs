@@ -49,6 +49,17 @@ pub struct Handle {
     /// The process that last wrote through this handle and its executable, read at that
     /// write: a FLUSH may not read it (`audit::with_known_exe`).
     pub writer: Option<(u32, Option<String>)>,
+    /// A failed commit of this open file that the processes which did not make it have not
+    /// been told of yet (see `Operations::commit`).
+    pub unreported: Option<Unreported>,
+}
+
+/// Why a commit failed, and the pid that was told.
+#[derive(Clone, Debug)]
+pub struct Unreported {
+    pub errno: i32,
+    pub reason: String,
+    pub told: u32,
 }
 
 impl Handle {

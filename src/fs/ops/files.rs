@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::{Attr, Operations};
 use crate::fs::attr;
 use crate::fs::error::{FsError, Shape};
-use crate::fs::handles::{Handle, Input, Readable};
+use crate::fs::handles::{Handle, Input, Readable, Unreported};
 use crate::fs::inode::{Node, Of};
 use crate::fs::input::{ObjectInput, TextInput};
 use crate::fs::parse;
@@ -113,6 +113,7 @@ impl Operations {
                 readable: Readable::Secret(key),
                 input: Input::None,
                 writer: None,
+                unreported: None,
             });
             return Ok(Opened { fh, flags: cache });
         }
@@ -138,6 +139,7 @@ impl Operations {
             readable: Readable::Plain(readable),
             input,
             writer: None,
+            unreported: None,
         });
         Ok(Opened { fh, flags: cache })
     }
@@ -226,7 +228,7 @@ impl Operations {
             .filter(|(pid, _)| *pid == caller.pid)
             .and_then(|(_, exe)| exe);
         crate::audit::with_known_exe(caller.pid, exe, || {
-            self.commit(fh, false)
+            self.commit(fh, false, caller.pid)
                 .map_err(|e| self.refused(caller, &self.handle_path(fh), "flush", e))
         })
     }
@@ -235,22 +237,41 @@ impl Operations {
     /// fsync commits, a bare truncation included.
     pub fn fsync(&self, caller: Caller, fh: u64) -> Result<(), FsError> {
         let _acting = caller.acting();
-        self.commit(fh, true)
+        self.commit(fh, true, caller.pid)
             .map_err(|e| self.refused(caller, &self.handle_path(fh), "fsync", e))
     }
 
-    fn commit(&self, fh: u64, closing: bool) -> Result<(), FsError> {
+    /// An open file can be held by several processes (a child inherits it until its exec),
+    /// and whichever flushes first commits the edit. When that commit fails, the others learn
+    /// it at their next flush or close: without that, the writer's own `close()` would find
+    /// nothing pending and return 0 for a change that was refused.
+    fn commit(&self, fh: u64, closing: bool, pid: u32) -> Result<(), FsError> {
         let Some(h) = self.handles.get(fh) else {
             return Ok(());
         };
         let mut h = h.lock().map_err(|_| FsError::BadHandle)?;
         let h = &mut *h;
-        if let Input::Text(text, apply) = &mut h.input {
-            if let Some(pending) = text.take_pending(closing) {
-                apply(&self.kms, &h.of, &pending?)?;
+        let Input::Text(text, apply) = &mut h.input else {
+            return Ok(());
+        };
+        match text.take_pending(closing) {
+            Some(pending) => {
+                let committed = pending.and_then(|p| apply(&self.kms, &h.of, &p));
+                h.unreported = committed.as_ref().err().map(|e| Unreported {
+                    errno: crate::fs::errno_of(e),
+                    reason: e.to_string(),
+                    told: pid,
+                });
+                committed
             }
+            None => match h.unreported.take_if(|u| u.told != pid) {
+                Some(u) => Err(FsError::EarlierCommitFailed {
+                    errno: u.errno,
+                    reason: u.reason,
+                }),
+                None => Ok(()),
+            },
         }
-        Ok(())
     }
 
     /// Forgets a handle. What is still pending is committed (a description) or reported (an
@@ -259,13 +280,13 @@ impl Operations {
     pub fn release(&self, caller: Caller, fh: u64) {
         let _acting = caller.acting();
         let path = self.handle_path(fh);
-        if let Err(e) = self.release_handle(fh) {
+        if let Err(e) = self.release_handle(fh, caller.pid) {
             self.refused(caller, &path, "close", e);
         }
     }
 
-    fn release_handle(&self, fh: u64) -> Result<(), FsError> {
-        let flushed = self.commit(fh, true);
+    fn release_handle(&self, fh: u64, pid: u32) -> Result<(), FsError> {
+        let flushed = self.commit(fh, true, pid);
         let Some(h) = self.handles.remove(fh) else {
             return flushed;
         };

@@ -1132,3 +1132,34 @@ fn an_activation_forgets_exactly_what_it_touched() {
         vec![(f.ino("pool"), ".active".to_string())]
     );
 }
+
+/// A child that inherited an open description flushes first (at its exec), and that commit
+/// is refused: the writer's own close must say so, once, rather than return 0 for a change
+/// that was never made.
+#[test]
+fn a_refused_commit_by_another_holder_reaches_the_writer() {
+    let f = fixture();
+    f.pool_with_record();
+    let child = Caller { pid: 4242, ..ME };
+    let ino = f.ino("pool/k1/description");
+    let o = f.ops.open(ME, ino, libc::O_WRONLY).unwrap();
+    f.ops.write(ME, o.fh, 0, b"new text", false).unwrap();
+    f.kms.quiesce(None).unwrap();
+    assert_eq!(errno(f.ops.flush(child, o.fh)), libc::EROFS);
+    assert_eq!(
+        errno(f.ops.flush(ME, o.fh)),
+        libc::EROFS,
+        "the writer's close"
+    );
+    f.ops.flush(ME, o.fh).unwrap();
+    f.ops.release(ME, o.fh);
+    f.kms.unquiesce().unwrap();
+    assert_eq!(f.text("pool/k1/description"), "");
+    // A commit the child makes that succeeds is the writer's success too.
+    let o = f.ops.open(ME, ino, libc::O_WRONLY).unwrap();
+    f.ops.write(ME, o.fh, 0, b"kept", false).unwrap();
+    f.ops.flush(child, o.fh).unwrap();
+    f.ops.flush(ME, o.fh).unwrap();
+    f.ops.release(ME, o.fh);
+    assert_eq!(f.text("pool/k1/description"), "kept");
+}
