@@ -26,9 +26,9 @@
 //! at the largest scale point; a few minutes), `full` (10,000 and 100,000), `huge` (`full` plus a
 //! 1,000,000-record scale point).
 //!
-//! `req/op` counts the FUSE requests one operation costs, seen by the daemon in a separate,
-//! untimed pass (a counting logger over fuser's per-request debug lines), so the timings carry
-//! no logging cost.
+//! `req/op` counts the FUSE requests one operation costs, counted by the daemon itself
+//! (`kmsfs::fs::RequestCounts`, as `tests/mount_cache.rs` asserts them) in a separate, untimed
+//! pass.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -843,7 +843,7 @@ fn main() {
     }
     let sc = scale(&scale_name);
     let only = move |w: u32| only.as_ref().is_none_or(|o| o.contains(&w));
-    support::install_request_counter();
+    support::install_logger();
 
     let started = Instant::now();
     let load_start = loadavg();

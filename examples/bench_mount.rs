@@ -9,9 +9,8 @@
 //! 25 times as many (default 500). Needs root (FUSE without `fusermount`, and a tmpfs mount;
 //! it falls back to /dev/shm if that mount fails).
 //!
-//! The `req/op` column counts the FUSE requests one operation costs, seen by the daemon in a
-//! separate pass before the timed one (fuser logs each request at debug level; a counting
-//! logger is switched on only for that pass), so the timings carry no logging cost.
+//! The `req/op` column counts the FUSE requests one operation costs, counted by the daemon
+//! itself (`kmsfs::fs::RequestCounts`) in a separate pass before the timed one.
 
 use std::fs;
 use std::time::Duration;
@@ -145,7 +144,7 @@ impl Bench {
 }
 
 fn main() {
-    support::install_request_counter();
+    support::install_logger();
     let list_samples: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

@@ -52,6 +52,7 @@ use rand::{Rng, SeedableRng};
 
 use support::cli::{ok, verify};
 use support::daemon::Daemon;
+use support::knobs::{env_or, seed};
 use support::scratch::Scratch;
 
 // ---- knobs, failures, helpers ------------------------------------------------------------
@@ -63,25 +64,12 @@ struct Knobs {
     seed: u64,
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
-
 fn knobs() -> Knobs {
-    let clock = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
     Knobs {
         seconds: env_or("KMSFS_DRILL_SECONDS", 2.0),
         workers: env_or("KMSFS_DRILL_WORKERS", 4usize).max(2),
         rounds: env_or("KMSFS_DRILL_ROUNDS", 2usize).max(1),
-        seed: env_or("KMSFS_DRILL_SEED", clock % 1_000_000),
+        seed: seed(),
     }
 }
 

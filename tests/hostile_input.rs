@@ -26,32 +26,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use support::cli::{ok, verify};
 use support::daemon::Daemon;
+use support::knobs::{env_or, seed};
 use support::scratch::Scratch;
 use support::snapshot::{digests, snapshot};
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        Err(_) => default,
-    }
-}
-
-fn seed() -> u64 {
-    let clock = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    env_or("KMSFS_DRILL_SEED", clock % 1_000_000)
-}
 
 fn megabytes() -> usize {
     env_or("KMSFS_DRILL_MEGABYTES", 4usize).max(1)

@@ -28,11 +28,10 @@ fn tag_of(m: &Mounted, record: &str) -> KeyTag {
     KeyTag::parse(&tag).unwrap()
 }
 
-/// The requests since `reset`, once every file opened has been released (RELEASE reaches the
-/// daemon after `close()` has returned).
+/// The requests since `reset`, once every file and directory opened has been released.
 fn settled(counts: &RequestCounts) -> Vec<(&'static str, u64)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while counts.get("OPEN") != counts.get("RELEASE") {
+    while !counts.settled() {
         assert!(
             std::time::Instant::now() < deadline,
             "{:?}",

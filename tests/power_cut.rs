@@ -129,14 +129,8 @@ struct Settings {
 }
 
 fn settings(test: &str) -> Settings {
-    let seed = match std::env::var("KMSFS_DRILL_SEED") {
-        Ok(s) => s.parse().expect("KMSFS_DRILL_SEED is a number"),
-        Err(_) => rand::random::<u32>() as u64,
-    };
-    let rounds = match std::env::var("KMSFS_DRILL_ROUNDS") {
-        Ok(s) => s.parse().expect("KMSFS_DRILL_ROUNDS is a number"),
-        Err(_) => 1,
-    };
+    let seed = support::knobs::seed();
+    let rounds = support::knobs::env_or("KMSFS_DRILL_ROUNDS", 1usize);
     let every_byte = std::env::var_os("KMSFS_DRILL_EVERY_BYTE").is_some_and(|v| v == "1");
     eprintln!(
         "{test}: seed {seed} (KMSFS_DRILL_SEED={seed} repeats it), rounds {rounds}{}",

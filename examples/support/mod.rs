@@ -6,14 +6,13 @@
 //! support;`) and uses only part of it.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kmsfs::crypto::KeyMaterial;
@@ -190,10 +189,15 @@ pub fn build_keystore_groups(
 
 /// Opens the keystore in `data` and mounts it at `mnt` (created if missing) with `opts`;
 /// returns once `.status` answers.
+/// Every mount counts its requests into the process's one `RequestCounts` ([`count_requests`]).
 pub fn mount(data: &Path, mnt: &Path, opts: &kmsfs::fs::MountOptions) -> fuser::BackgroundSession {
     let kms = Kms::open(data).unwrap();
     fs::create_dir_all(mnt).unwrap();
-    let session = kmsfs::fs::spawn(kms, mnt, opts).expect("mount");
+    let opts = kmsfs::fs::MountOptions {
+        request_counts: Some(request_counts().clone()),
+        ..opts.clone()
+    };
+    let session = kmsfs::fs::spawn(kms, mnt, &opts).expect("mount");
     wait_for_status(mnt);
     session
 }
@@ -210,34 +214,27 @@ pub fn wait_for_status(mnt: &Path) {
 // ---------------------------------------------------------------------------------------------
 // Counting FUSE requests
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
 static MUTED: AtomicBool = AtomicBool::new(false);
 static MUTED_COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static COUNTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 
-/// Counts fuser's per-request debug lines by opcode while `COUNTING` is on; passes warnings
-/// and errors of everything else to stderr.
-struct RequestCounter;
+/// The requests of every mount of this process, counted by the daemon itself
+/// (`kmsfs::fs::RequestCounts`).
+fn request_counts() -> &'static std::sync::Arc<kmsfs::fs::RequestCounts> {
+    static COUNTS: std::sync::OnceLock<std::sync::Arc<kmsfs::fs::RequestCounts>> =
+        std::sync::OnceLock::new();
+    COUNTS.get_or_init(Default::default)
+}
 
-impl log::Log for RequestCounter {
+/// Passes warnings and errors to stderr, or counts them while muted.
+struct Logger;
+
+impl log::Log for Logger {
     fn enabled(&self, meta: &log::Metadata) -> bool {
-        meta.level() <= log::Level::Warn || meta.target().starts_with("fuser::request")
+        meta.level() <= log::Level::Warn
     }
 
     fn log(&self, record: &log::Record) {
-        if record.target().starts_with("fuser::request") {
-            if COUNTING.load(Ordering::Relaxed) {
-                // "FUSE(  7) ino 0x0000000000000001 LOOKUP parent ..."
-                let line = record.args().to_string();
-                let op = line
-                    .split_once(" ino ")
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                    .unwrap_or("?")
-                    .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-                    .to_string();
-                *COUNTS.lock().unwrap().entry(op).or_default() += 1;
-            }
-        } else if MUTED.load(Ordering::Relaxed) {
+        if MUTED.load(Ordering::Relaxed) {
             MUTED_COUNT.fetch_add(1, Ordering::Relaxed);
         } else if record.level() <= log::Level::Warn {
             eprintln!("{} {}: {}", record.level(), record.target(), record.args());
@@ -247,10 +244,10 @@ impl log::Log for RequestCounter {
     fn flush(&self) {}
 }
 
-static LOGGER: RequestCounter = RequestCounter;
+static LOGGER: Logger = Logger;
 
-/// Installs the request counter as the process's logger (warnings still go to stderr).
-pub fn install_request_counter() {
+/// Installs the process's logger: warnings to stderr (see [`mute_warnings`]).
+pub fn install_logger() {
     log::set_logger(&LOGGER).unwrap();
     log::set_max_level(log::LevelFilter::Warn);
 }
@@ -262,21 +259,26 @@ pub fn mute_warnings(mute: bool) -> u64 {
     MUTED_COUNT.swap(0, Ordering::SeqCst)
 }
 
-/// Runs `op` `reps` times with request counting on (needs [`install_request_counter`]);
+/// Waits until every file the mounts opened is released (those requests come after
+/// `close()` returns).
+fn settle() {
+    let t = Instant::now();
+    while !request_counts().settled() && t.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs `op` `reps` times and counts the requests it costs the mounts of this process;
 /// returns requests per operation and the per-opcode breakdown (per operation).
 pub fn count_requests(reps: usize, mut op: impl FnMut()) -> (f64, String) {
-    COUNTS.lock().unwrap().clear();
-    log::set_max_level(log::LevelFilter::Debug);
-    COUNTING.store(true, Ordering::SeqCst);
+    settle();
+    request_counts().reset();
     for _ in 0..reps {
         op();
     }
-    // Let the daemon threads log what they were answering (FORGETs arrive asynchronously).
-    std::thread::sleep(Duration::from_millis(50));
-    COUNTING.store(false, Ordering::SeqCst);
-    log::set_max_level(log::LevelFilter::Warn);
-    let counts = std::mem::take(&mut *COUNTS.lock().unwrap());
-    let total: u64 = counts.values().sum();
+    settle();
+    let counts = request_counts().snapshot();
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
     let breakdown = counts
         .iter()
         .map(|(op, n)| format!("{op} {}", fmt_count(*n as f64 / reps as f64)))

@@ -5,8 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The requests kmsfs answers, by name (the kernel's opcode names).
-/// RELEASEDIR is left to fuser's default and not counted.
-pub const OPS: [&str; 21] = [
+pub const OPS: [&str; 22] = [
     "LOOKUP",
     "GETATTR",
     "SETATTR",
@@ -25,6 +24,7 @@ pub const OPS: [&str; 21] = [
     "OPENDIR",
     "READDIR",
     "READDIRPLUS",
+    "RELEASEDIR",
     "GETXATTR",
     "STATFS",
     "OTHER",
@@ -53,6 +53,12 @@ impl RequestCounts {
             .map(|(op, n)| (*op, n.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+
+    /// Every file and directory opened has been released (RELEASE and RELEASEDIR reach the
+    /// daemon after `close()` has returned).
+    pub fn settled(&self) -> bool {
+        self.get("OPEN") + self.get("OPENDIR") == self.get("RELEASE") + self.get("RELEASEDIR")
     }
 
     /// The sum of all counts.

@@ -346,6 +346,18 @@ impl Filesystem for KmsFs {
         }
     }
 
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.count("RELEASEDIR");
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,

@@ -3,6 +3,7 @@
 //! - `mount`: a keystore mounted in-process (`Mounted`), `open_kms`, `wait_for`;
 //! - `daemon`: `kmsfs mount` as a child process (`Daemon`), `mount_refused`, `is_mounted`;
 //! - `kmip`: certificates made with openssl, PyKMIP's client through `examples/kmip_lifecycle.py`;
+//! - `knobs`: the drills' `KMSFS_DRILL_*` settings (`env_or`, `seed`);
 //! - `keystore`: a keystore populated through the service API (`group`, `record`, ...);
 //! - `cli`: the built `kmsfs` binary and shell commands (`kmsfs`, `verify`, `ok`, `errno`, ...);
 //! - `examples`: the admin scripts of `examples/` run as an administrator runs them;
@@ -22,6 +23,7 @@ pub mod daemon;
 pub mod examples;
 pub mod keystore;
 pub mod kmip;
+pub mod knobs;
 pub mod mount;
 pub mod powercut;
 pub mod scratch;
