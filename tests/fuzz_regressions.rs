@@ -55,3 +55,15 @@ fn create_json_lone_surrogate_is_complete_then_refused() {
     assert!(text.contains("bad JSON"), "{text}");
     assert!(!text.contains("secret words"), "{text}");
 }
+
+/// control_commands: `2"e command """""""""""""i` to `.quiesce`. The refusal quotes its first
+/// 8 characters (made safe) and none of the rest; the target took the message's own
+/// `command ""` (its words around the removed echo) for an echo of the input: a harness error.
+#[test]
+fn control_command_with_the_message_s_own_words_echoes_only_its_start() {
+    let input = "2\"e command \"\"\"\"\"\"\"\"\"\"\"\"\"i";
+    let e = quiesce(input).unwrap_err().to_string();
+    assert!(e.starts_with("unknown command \"2?e?comm...\""), "{e}");
+    assert!(!e.contains("\"\"\""), "{e}");
+    assert!(!e.contains(" command \"\"\"") && !e.contains("i\""), "{e}");
+}

@@ -44,7 +44,10 @@ fn check_refusal(input: &str, text: String, echo: Option<&str>) {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '?'),
             "echo {echo:?}"
         );
-        rest = rest.replacen(echo, "", 1);
+        // A mark, not nothing: with the echo gone, the message's own `command "` and the
+        // quotes around the echo would read as `command ""`, which an input can also hold
+        // (fuzz/artifacts: `2"e command """...`), and that is no echo of it.
+        rest = rest.replacen(echo, "\u{0}", 1);
     }
     // What is left is the message's own words: none of it may come from the input, beyond
     // words the messages always hold.
